@@ -1,0 +1,96 @@
+//! The [`Backend`] trait: what a key store must do to serve keys through keyward.
+
+use async_trait::async_trait;
+
+use crate::{BackendError, EcdsaFormat, KeySpec, SignatureAlgorithm};
+
+/// One key as a backend sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyDescription {
+    /// The key's reference in the backend's own words (a file name, a PKCS#11 URI, a KMS ARN).
+    /// It names the key; it is never key material.
+    pub reference: String,
+    /// What kind of key it is.
+    pub spec: KeySpec,
+    /// The public key as a DER SubjectPublicKeyInfo.
+    pub public_key_der: Vec<u8>,
+    /// The backend's version of the key, when the backend versions keys.
+    pub version: Option<String>,
+}
+
+/// What a backend signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SignInput<'a> {
+    /// A digest already computed with the algorithm's hash (RSA and ECDSA). The daemon has
+    /// checked its length; the backend must not hash it again.
+    Digest(&'a [u8]),
+    /// The message itself (pure Ed25519). The backend signs it as is.
+    Message(&'a [u8]),
+}
+
+impl SignInput<'_> {
+    /// The bytes, whichever kind they are.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            SignInput::Digest(bytes) | SignInput::Message(bytes) => bytes,
+        }
+    }
+}
+
+/// A signature as the backend produced it. The daemon verifies it against the key's public key
+/// and converts ECDSA signatures to the encoding the client asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signature {
+    /// The signature bytes.
+    pub bytes: Vec<u8>,
+    /// For ECDSA: how `bytes` is encoded. Ignored for RSA and Ed25519.
+    pub ecdsa_format: EcdsaFormat,
+    /// The key version that signed, when the backend versions keys.
+    pub key_version: Option<String>,
+}
+
+/// A key store that can list keys, give their public keys, and sign.
+///
+/// The daemon calls a backend only after it has authenticated and authorised the caller, and
+/// after it has checked that the algorithm fits the key and that a digest has the hash's length.
+/// It verifies every signature the backend returns. A backend never prompts on a terminal: PINs
+/// and passphrases come from its configuration.
+///
+/// Optional operations have a default body that answers [`BackendError::Unsupported`].
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// The backend type, as written in the config (`local`, `pkcs11`, ...).
+    fn backend_type(&self) -> &'static str;
+
+    /// Every key this backend offers for signing, with its public key.
+    async fn list_keys(&self) -> Result<Vec<KeyDescription>, BackendError>;
+
+    /// One key, by its reference in the backend's own words.
+    async fn describe_key(&self, reference: &str) -> Result<KeyDescription, BackendError>;
+
+    /// Signs with the key named by `reference`.
+    ///
+    /// `input` is [`SignInput::Digest`] (the hash of the data, computed with
+    /// `algorithm.hash()`) for RSA and ECDSA, and [`SignInput::Message`] (the data itself) for
+    /// Ed25519. RSA-PSS must use a salt as long as the hash.
+    async fn sign(
+        &self,
+        reference: &str,
+        algorithm: SignatureAlgorithm,
+        input: SignInput<'_>,
+    ) -> Result<Signature, BackendError>;
+
+    /// Creates a key pair of `spec` named `name` inside the backend. The private key never
+    /// leaves the backend.
+    async fn generate_key(
+        &self,
+        name: &str,
+        spec: KeySpec,
+    ) -> Result<KeyDescription, BackendError> {
+        let _ = (name, spec);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend cannot generate keys; create the key with the backend's own tools and name it in the config",
+            self.backend_type()
+        )))
+    }
+}

@@ -1,0 +1,20 @@
+//! The contract between the keyward daemon and its backends.
+//!
+//! A backend (local key files, a PKCS#11 token, a cloud KMS, ...) implements [`Backend`]. The
+//! daemon owns everything around it: authentication, policy, audit, input validation and the
+//! verification of every signature a backend returns. This crate also holds the types both sides
+//! share ([`KeySpec`], [`SignatureAlgorithm`], [`HashAlgorithm`]), the error kinds
+//! ([`BackendError`]), the ECDSA encoding helpers ([`encoding`]) and a verifier that checks any
+//! signature against a SubjectPublicKeyInfo ([`verify`]).
+//!
+//! A backend crate depends on this crate alone, never on the daemon or on another backend.
+
+mod backend;
+pub mod encoding;
+mod error;
+mod types;
+pub mod verify;
+
+pub use backend::{Backend, KeyDescription, SignInput, Signature};
+pub use error::BackendError;
+pub use types::{EcdsaFormat, HashAlgorithm, KeySpec, SignatureAlgorithm, is_valid_key_name};

@@ -1,0 +1,224 @@
+//! Checks a signature against a DER SubjectPublicKeyInfo.
+//!
+//! The daemon runs this on every signature a backend returns before it reaches a client, so a
+//! faulty HSM, a nonce bug or a wrong RSA-PSS salt is caught in the agent, not by a verifier
+//! downstream. It also tells what kind of key an SPKI holds ([`key_spec_of_spki`]).
+
+use openssl::bn::BigNumContext;
+use openssl::ec::PointConversionForm;
+use openssl::md::{Md, MdRef};
+use openssl::nid::Nid;
+use openssl::pkey::{Id, PKey, Public};
+use openssl::pkey_ctx::PkeyCtx;
+use openssl::rsa::Padding;
+use openssl::sign::{RsaPssSaltlen, Verifier};
+
+use crate::encoding::ecdsa_raw_to_der;
+use crate::{EcdsaFormat, HashAlgorithm, KeySpec, SignInput, SignatureAlgorithm};
+
+/// Why a signature did not verify.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The public key could not be parsed or is of a kind keyward does not handle.
+    #[error("unusable public key: {0}")]
+    BadPublicKey(String),
+    /// The algorithm does not fit the public key.
+    #[error("algorithm {algorithm} does not fit a {spec} key")]
+    AlgorithmMismatch {
+        /// The algorithm asked for.
+        algorithm: SignatureAlgorithm,
+        /// The key's spec.
+        spec: KeySpec,
+    },
+    /// The input is a digest where a message is needed or the other way round, or has the
+    /// wrong length.
+    #[error("{0}")]
+    BadInput(String),
+    /// An RSA-PSS signature that verifies only with a salt length other than the hash length.
+    #[error(
+        "the RSA-PSS signature uses a salt length other than the hash length ({0} bytes); keyward requires salt length = hash length"
+    )]
+    WrongPssSaltLength(usize),
+    /// The signature does not match the public key and input.
+    #[error("the signature does not verify against the key's public key")]
+    Invalid,
+}
+
+/// What kind of key a DER SubjectPublicKeyInfo holds.
+pub fn key_spec_of_spki(spki_der: &[u8]) -> Result<KeySpec, VerifyError> {
+    let key = PKey::public_key_from_der(spki_der)
+        .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
+    key_spec_of(&key)
+}
+
+fn key_spec_of(key: &PKey<Public>) -> Result<KeySpec, VerifyError> {
+    match key.id() {
+        Id::EC => {
+            let ec = key.ec_key().map_err(|e| VerifyError::BadPublicKey(e.to_string()))?;
+            match ec.group().curve_name() {
+                Some(Nid::X9_62_PRIME256V1) => Ok(KeySpec::EcP256),
+                Some(Nid::SECP384R1) => Ok(KeySpec::EcP384),
+                Some(Nid::SECP521R1) => Ok(KeySpec::EcP521),
+                other => Err(VerifyError::BadPublicKey(format!(
+                    "unsupported elliptic curve {other:?}; keyward supports P-256, P-384 and P-521"
+                ))),
+            }
+        }
+        Id::RSA => match key.bits() {
+            2048 => Ok(KeySpec::Rsa2048),
+            3072 => Ok(KeySpec::Rsa3072),
+            4096 => Ok(KeySpec::Rsa4096),
+            bits => Err(VerifyError::BadPublicKey(format!(
+                "unsupported RSA key size {bits}; keyward supports 2048, 3072 and 4096 bits"
+            ))),
+        },
+        Id::ED25519 => Ok(KeySpec::Ed25519),
+        other => Err(VerifyError::BadPublicKey(format!(
+            "unsupported key type {other:?}"
+        ))),
+    }
+}
+
+/// The public key in PEM (`-----BEGIN PUBLIC KEY-----`) form.
+pub fn spki_der_to_pem(spki_der: &[u8]) -> Result<String, VerifyError> {
+    let key = PKey::public_key_from_der(spki_der)
+        .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
+    let pem = key
+        .public_key_to_pem()
+        .map_err(|e| VerifyError::BadPublicKey(e.to_string()))?;
+    String::from_utf8(pem).map_err(|e| VerifyError::BadPublicKey(e.to_string()))
+}
+
+/// The uncompressed EC point (`04 || X || Y`) of an EC public key, for backends that must compare
+/// points (PKCS#11 `CKA_EC_POINT`).
+pub fn ec_point_of_spki(spki_der: &[u8]) -> Result<Vec<u8>, VerifyError> {
+    let key = PKey::public_key_from_der(spki_der)
+        .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
+    let ec = key
+        .ec_key()
+        .map_err(|_| VerifyError::BadPublicKey("not an EC key".into()))?;
+    let mut ctx = BigNumContext::new().map_err(|e| VerifyError::BadPublicKey(e.to_string()))?;
+    ec.public_key()
+        .to_bytes(ec.group(), PointConversionForm::UNCOMPRESSED, &mut ctx)
+        .map_err(|e| VerifyError::BadPublicKey(e.to_string()))
+}
+
+/// Checks that the input has the shape `algorithm` needs: a digest of the hash's length for
+/// RSA and ECDSA, a message for Ed25519.
+pub fn check_input(algorithm: SignatureAlgorithm, input: &SignInput<'_>) -> Result<(), String> {
+    match (algorithm.hash(), input) {
+        (Some(hash), SignInput::Digest(digest)) if digest.len() == hash.digest_len() => Ok(()),
+        (Some(hash), SignInput::Digest(digest)) => Err(format!(
+            "{algorithm} needs a {}-byte {} digest, got {} bytes",
+            hash.digest_len(),
+            hash.name(),
+            digest.len()
+        )),
+        (Some(hash), SignInput::Message(_)) => Err(format!(
+            "{algorithm} signs a digest: hash the data with {} and send the digest",
+            hash.name()
+        )),
+        (None, SignInput::Message(_)) => Ok(()),
+        (None, SignInput::Digest(_)) => Err(
+            "ed25519 signs the message itself, not a digest: send the message (pure Ed25519 has no pre-hashed form here)"
+                .to_string(),
+        ),
+    }
+}
+
+/// Verifies `signature` over `input` with the public key `spki_der`.
+///
+/// ECDSA signatures may be in either encoding (`ecdsa_format`); RSA-PSS must use a salt as long
+/// as the hash. When a PSS signature verifies only with another salt length, the error says so.
+pub fn verify_signature(
+    spki_der: &[u8],
+    algorithm: SignatureAlgorithm,
+    input: SignInput<'_>,
+    signature: &[u8],
+    ecdsa_format: EcdsaFormat,
+) -> Result<(), VerifyError> {
+    let key = PKey::public_key_from_der(spki_der)
+        .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
+    let spec = key_spec_of(&key)?;
+    if !spec.supports(algorithm) {
+        return Err(VerifyError::AlgorithmMismatch { algorithm, spec });
+    }
+    check_input(algorithm, &input).map_err(VerifyError::BadInput)?;
+
+    let Some(hash) = algorithm.hash() else {
+        // Pure Ed25519 over the message.
+        let mut verifier = Verifier::new_without_digest(&key).map_err(|_| VerifyError::Invalid)?;
+        return match verifier.verify_oneshot(signature, input.bytes()) {
+            Ok(true) => Ok(()),
+            _ => Err(VerifyError::Invalid),
+        };
+    };
+    let digest = input.bytes();
+    if algorithm.is_ecdsa() {
+        let der;
+        let der_signature = match ecdsa_format {
+            EcdsaFormat::Der => signature,
+            EcdsaFormat::Raw => {
+                let expected = 2 * spec.ecdsa_field_len().unwrap_or(0);
+                if signature.len() != expected {
+                    return Err(VerifyError::Invalid);
+                }
+                der = ecdsa_raw_to_der(signature).map_err(|_| VerifyError::Invalid)?;
+                &der
+            }
+        };
+        return verify_pkey(&key, digest, der_signature, |_| Ok(()));
+    }
+    let md = message_digest(hash);
+    let pss = algorithm.is_rsa_pss();
+    let result = verify_pkey(&key, digest, signature, |ctx| {
+        ctx.set_signature_md(md)?;
+        if pss {
+            ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
+            ctx.set_rsa_mgf1_md(md)?;
+            ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
+        } else {
+            ctx.set_rsa_padding(Padding::PKCS1)?;
+        }
+        Ok(())
+    });
+    if result.is_err() && pss {
+        // Tell a wrong salt length (OpenBao's and local-kms's default is the maximum) apart from
+        // a plainly bad signature: it is a configuration problem with a specific fix.
+        let auto = verify_pkey(&key, digest, signature, |ctx| {
+            ctx.set_signature_md(md)?;
+            ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
+            ctx.set_rsa_mgf1_md(md)?;
+            ctx.set_rsa_pss_saltlen(RsaPssSaltlen::custom(-2))
+        });
+        if auto.is_ok() {
+            return Err(VerifyError::WrongPssSaltLength(hash.digest_len()));
+        }
+    }
+    result
+}
+
+fn verify_pkey(
+    key: &PKey<Public>,
+    digest: &[u8],
+    signature: &[u8],
+    configure: impl FnOnce(&mut PkeyCtx<Public>) -> Result<(), openssl::error::ErrorStack>,
+) -> Result<(), VerifyError> {
+    let mut ctx = PkeyCtx::new(key).map_err(|_| VerifyError::Invalid)?;
+    ctx.verify_init().map_err(|_| VerifyError::Invalid)?;
+    configure(&mut ctx).map_err(|_| VerifyError::Invalid)?;
+    match ctx.verify(digest, signature) {
+        Ok(true) => Ok(()),
+        _ => Err(VerifyError::Invalid),
+    }
+}
+
+/// The OpenSSL digest for a hash.
+pub fn message_digest(hash: HashAlgorithm) -> &'static MdRef {
+    match hash {
+        HashAlgorithm::Sha256 => Md::sha256(),
+        HashAlgorithm::Sha384 => Md::sha384(),
+        HashAlgorithm::Sha512 => Md::sha512(),
+    }
+}

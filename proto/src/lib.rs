@@ -1,0 +1,14 @@
+//! The keyward gRPC API: generated code for the `.proto` files in this crate.
+//!
+//! `keyward.v1` is the client API (the `Signer` and `KeyAdmin` services).
+#![allow(missing_docs, unused_qualifications, missing_debug_implementations)]
+
+/// `keyward.v1`: the client API.
+pub mod v1 {
+    tonic::include_proto!("keyward.v1");
+}
+
+pub mod names;
+
+/// The encoded `FileDescriptorSet` of every `.proto` in this crate, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("keyward_descriptor");
