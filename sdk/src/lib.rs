@@ -1,1 +1,38 @@
-//! placeholder during bootstrap
+//! Rust client for the keyward signing agent.
+//!
+//! `keywardd` holds the private keys; this crate asks it for what clients may have: the list of
+//! keys, a public key with its certificate chain, and signatures. Nothing here ever sees private
+//! key material.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keyward_sdk::Error> {
+//! use keyward_sdk::{Client, SignOptions};
+//!
+//! let client = Client::connect_default().await?; // $KEYWARD_SOCK or the default socket
+//! for key in client.list_keys().await? {
+//!     println!("{} ({})", key.key_id, key.key_spec().name());
+//! }
+//! let signature = client
+//!     .sign_message("release", b"hello", &SignOptions::default())
+//!     .await?;
+//! let public_key = client.public_key("release").await?;
+//! keyward_sdk::verify_message(
+//!     &public_key.der,
+//!     signature.algorithm,
+//!     b"hello",
+//!     &signature.bytes,
+//!     signature.format,
+//! )?;
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod socket;
+pub mod verify;
+
+pub use client::{Client, PublicKey, SignOptions, Signature};
+pub use error::Error;
+pub use keyward_proto::v1::{KeyInfo, KeySpec, SignatureAlgorithm, SignatureFormat};
+pub use socket::{SOCKET_ENV, default_socket_path};
+pub use verify::{digest, verify_digest, verify_message};

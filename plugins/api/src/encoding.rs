@@ -132,7 +132,11 @@ mod tests {
         let raw = hex(raw_hex);
         let der = hex(der_hex);
         assert_eq!(ecdsa_raw_to_der(&raw).unwrap(), der, "raw -> der");
-        assert_eq!(ecdsa_der_to_raw(&der, raw.len() / 2).unwrap(), raw, "der -> raw");
+        assert_eq!(
+            ecdsa_der_to_raw(&der, raw.len() / 2).unwrap(),
+            raw,
+            "der -> raw"
+        );
     }
 
     fn hex(s: &str) -> Vec<u8> {

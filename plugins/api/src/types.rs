@@ -312,7 +312,16 @@ mod tests {
         for ok in ["a", "release-signing", "ci_key.v2", "A9"] {
             assert!(is_valid_key_name(ok), "{ok}");
         }
-        for bad in ["", ".hidden", "-x", "a/b", "../x", "a b", "é", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "../x",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
             assert!(!is_valid_key_name(bad), "{bad}");
         }
     }

@@ -55,7 +55,9 @@ pub fn key_spec_of_spki(spki_der: &[u8]) -> Result<KeySpec, VerifyError> {
 fn key_spec_of(key: &PKey<Public>) -> Result<KeySpec, VerifyError> {
     match key.id() {
         Id::EC => {
-            let ec = key.ec_key().map_err(|e| VerifyError::BadPublicKey(e.to_string()))?;
+            let ec = key
+                .ec_key()
+                .map_err(|e| VerifyError::BadPublicKey(e.to_string()))?;
             match ec.group().curve_name() {
                 Some(Nid::X9_62_PRIME256V1) => Ok(KeySpec::EcP256),
                 Some(Nid::SECP384R1) => Ok(KeySpec::EcP384),

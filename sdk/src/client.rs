@@ -1,0 +1,244 @@
+//! The agent client: connect, list keys, get public keys, sign, generate keys.
+
+use std::path::{Path, PathBuf};
+
+use keyward_proto::v1::key_admin_client::KeyAdminClient;
+use keyward_proto::v1::sign_request::Input;
+use keyward_proto::v1::signer_client::SignerClient;
+use keyward_proto::v1::{
+    GenerateKeyRequest, GetPublicKeyRequest, KeyInfo, KeySpec, ListKeysRequest, SignRequest,
+    SignatureAlgorithm, SignatureFormat,
+};
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::{Error, SOCKET_ENV, default_socket_path, digest};
+
+/// A connection to `keywardd`. Cheap to clone; clones share one HTTP/2 connection, and calls on
+/// it may run concurrently.
+#[derive(Clone, Debug)]
+pub struct Client {
+    signer: SignerClient<Channel>,
+    admin: KeyAdminClient<Channel>,
+    socket: PathBuf,
+}
+
+/// A public key and what comes with it.
+#[derive(Clone, Debug)]
+pub struct PublicKey {
+    /// The key's id, backend, spec and algorithms.
+    pub info: KeyInfo,
+    /// SubjectPublicKeyInfo, DER.
+    pub der: Vec<u8>,
+    /// SubjectPublicKeyInfo, PEM.
+    pub pem: String,
+    /// The backend's key version (empty when the backend has none).
+    pub key_version: String,
+    /// X.509 certificates, DER, leaf first (empty when none is attached).
+    pub certificate_chain: Vec<Vec<u8>>,
+    /// A binary OpenPGP certificate, if one is attached.
+    pub openpgp_certificate: Option<Vec<u8>>,
+}
+
+/// A signature made by the agent. The agent has verified it against the key before returning.
+#[derive(Clone, Debug)]
+pub struct Signature {
+    /// The signature bytes, in `format` for ECDSA.
+    pub bytes: Vec<u8>,
+    /// The algorithm that was used (the key's default when none was asked for).
+    pub algorithm: SignatureAlgorithm,
+    /// DER or raw `r || s` (ECDSA only; DER is reported for other algorithms).
+    pub format: SignatureFormat,
+    /// The key version that signed (empty when the backend has none).
+    pub key_version: String,
+    /// The key's X.509 chain, DER, leaf first (empty when none is attached).
+    pub certificate_chain: Vec<Vec<u8>>,
+}
+
+/// How to sign.
+#[derive(Clone, Debug, Default)]
+pub struct SignOptions {
+    /// The algorithm; `None` uses the key's default (P-256 -> ECDSA-SHA256, RSA -> PSS with the
+    /// key size's hash, Ed25519 -> Ed25519).
+    pub algorithm: Option<SignatureAlgorithm>,
+    /// ECDSA encoding: DER (the default) or raw `r || s`.
+    pub format: SignatureFormat,
+    /// Why this signature is made; recorded in the agent's audit log.
+    pub purpose: String,
+}
+
+impl Client {
+    /// Connects to the agent listening on the Unix socket at `socket`.
+    pub async fn connect(socket: impl AsRef<Path>) -> Result<Client, Error> {
+        let socket = socket.as_ref().to_path_buf();
+        let connect_to = socket.clone();
+        // The URI is required by the API but unused: every connection goes to the socket.
+        let channel = Endpoint::from_static("http://keyward.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = connect_to.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| Error::Connect {
+                socket: socket.clone(),
+                reason: root_cause(&e),
+            })?;
+        Ok(Client {
+            signer: SignerClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            admin: KeyAdminClient::new(channel),
+            socket,
+        })
+    }
+
+    /// Connects to `$KEYWARD_SOCK`, or to [`default_socket_path`] when it is unset.
+    pub async fn connect_default() -> Result<Client, Error> {
+        let socket = std::env::var_os(SOCKET_ENV)
+            .filter(|v| !v.is_empty())
+            .map_or_else(default_socket_path, PathBuf::from);
+        Client::connect(socket).await
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Every key the agent offers to this caller.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, Error> {
+        let response = self.signer.clone().list_keys(ListKeysRequest {}).await?;
+        Ok(response.into_inner().keys)
+    }
+
+    /// The public key of `key_id`, with its certificate chain.
+    pub async fn public_key(&self, key_id: &str) -> Result<PublicKey, Error> {
+        let response = self
+            .signer
+            .clone()
+            .get_public_key(GetPublicKeyRequest {
+                key_id: key_id.to_string(),
+            })
+            .await?
+            .into_inner();
+        let info = response.key.ok_or_else(|| Error::Agent {
+            code: tonic::Code::Internal,
+            message: format!("the agent sent no key description for key {key_id:?}"),
+        })?;
+        Ok(PublicKey {
+            info,
+            der: response.public_key_der,
+            pem: response.public_key_pem,
+            key_version: response.key_version,
+            certificate_chain: response.certificate_chain,
+            openpgp_certificate: Some(response.openpgp_certificate).filter(|c| !c.is_empty()),
+        })
+    }
+
+    /// Signs a digest the caller computed with the algorithm's hash (RSA and ECDSA).
+    pub async fn sign_digest(
+        &self,
+        key_id: &str,
+        digest: &[u8],
+        options: &SignOptions,
+    ) -> Result<Signature, Error> {
+        self.sign(key_id, Input::Digest(digest.to_vec()), options)
+            .await
+    }
+
+    /// Signs `message`: for RSA and ECDSA it is hashed here and only the digest is sent; for
+    /// Ed25519 the message itself is sent.
+    pub async fn sign_message(
+        &self,
+        key_id: &str,
+        message: &[u8],
+        options: &SignOptions,
+    ) -> Result<Signature, Error> {
+        let algorithm = match options.algorithm {
+            Some(algorithm) => algorithm,
+            None => self.default_algorithm(key_id).await?,
+        };
+        let input = if algorithm == SignatureAlgorithm::Ed25519 {
+            Input::Message(message.to_vec())
+        } else {
+            Input::Digest(digest(algorithm, message)?)
+        };
+        let options = SignOptions {
+            algorithm: Some(algorithm),
+            ..options.clone()
+        };
+        self.sign(key_id, input, &options).await
+    }
+
+    /// The algorithm the agent uses for `key_id` when none is asked for.
+    pub async fn default_algorithm(&self, key_id: &str) -> Result<SignatureAlgorithm, Error> {
+        let key = self.public_key(key_id).await?;
+        key.info.algorithms().next().ok_or_else(|| Error::Agent {
+            code: tonic::Code::Internal,
+            message: format!("the agent lists no algorithm for key {key_id:?}"),
+        })
+    }
+
+    async fn sign(
+        &self,
+        key_id: &str,
+        input: Input,
+        options: &SignOptions,
+    ) -> Result<Signature, Error> {
+        let request = SignRequest {
+            key_id: key_id.to_string(),
+            algorithm: options.algorithm.unwrap_or(SignatureAlgorithm::Unspecified) as i32,
+            input: Some(input),
+            format: options.format as i32,
+            purpose: options.purpose.clone(),
+        };
+        let response = self.signer.clone().sign(request).await?.into_inner();
+        Ok(Signature {
+            algorithm: response.algorithm(),
+            format: response.format(),
+            bytes: response.signature,
+            key_version: response.key_version,
+            certificate_chain: response.certificate_chain,
+        })
+    }
+
+    /// Creates a key pair of `spec` in the backend instance `backend`, known from then on as
+    /// `key_id`. The private key is made inside the backend and never leaves it.
+    pub async fn generate_key(
+        &self,
+        backend: &str,
+        key_id: &str,
+        spec: KeySpec,
+    ) -> Result<PublicKey, Error> {
+        let response = self
+            .admin
+            .clone()
+            .generate_key(GenerateKeyRequest {
+                backend: backend.to_string(),
+                key_id: key_id.to_string(),
+                key_spec: spec as i32,
+            })
+            .await?
+            .into_inner();
+        let info = response.key.ok_or_else(|| Error::Agent {
+            code: tonic::Code::Internal,
+            message: format!("the agent sent no key description for new key {key_id:?}"),
+        })?;
+        Ok(PublicKey {
+            key_version: info.key_version.clone(),
+            info,
+            der: response.public_key_der,
+            pem: response.public_key_pem,
+            certificate_chain: Vec::new(),
+            openpgp_certificate: None,
+        })
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
