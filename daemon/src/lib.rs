@@ -1,1 +1,17 @@
-//! placeholder during bootstrap
+//! `keywardd`, the keyward signing agent, as a library: the binary is a thin `main` around
+//! [`server::run`], and tests can run the same code.
+//!
+//! A request goes: Unix socket -> peer credentials ([`auth`]) -> key lookup ([`registry`]) ->
+//! input checks -> backend -> verification of the signature -> reply ([`signer`]). Errors
+//! become gRPC statuses in one place ([`error::to_status`]).
+
+pub mod admin;
+pub mod auth;
+pub mod backends;
+pub mod config;
+pub mod error;
+pub mod paths;
+pub mod registry;
+pub mod server;
+pub mod signer;
+pub mod state;

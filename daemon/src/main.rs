@@ -1,1 +1,134 @@
-fn main() {}
+//! `keywardd`: the keyward signing agent daemon.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use keyward_daemon::config::{self, ConfigSource, Overrides};
+use keyward_daemon::{paths, server};
+
+/// The keyward signing agent: holds private keys in its backends and signs for local clients
+/// over a Unix socket.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "\
+With no config file, keywardd runs on an embedded default: one `local` backend keeping keys
+under $XDG_DATA_HOME/keyward/keys, and a socket at $XDG_RUNTIME_DIR/keyward/agent.sock.
+Clients find the socket through KEYWARD_SOCK (like SSH_AUTH_SOCK).
+
+Logging: KEYWARD_LOG sets the filter (e.g. `debug`, `keyward_daemon=trace`); default `info`."
+)]
+struct Args {
+    /// The config file [default: $XDG_CONFIG_HOME/keyward/keywardd.toml if it exists]
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The Unix socket to listen on (overrides the config)
+    #[arg(long, short)]
+    socket: Option<PathBuf>,
+    /// Log format
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    /// Check the config and exit
+    #[arg(long)]
+    check_config: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args.log_format);
+    // Everything the daemon creates (sockets, keys, state) is private to its user.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+
+    let config = match load_config(&args) {
+        Ok(config) => config,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("keywardd: error: {message}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.check_config {
+        println!(
+            "config OK: {} backend(s), {} key(s)",
+            config.backends.len(),
+            config.keys.len()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keywardd: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(server::run(config, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            tracing::error!("{message}");
+            eprintln!("keywardd: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(args: &Args) -> Result<config::Config, String> {
+    let source = match &args.config {
+        Some(path) => ConfigSource::file(path).map_err(|e| e.to_string())?,
+        None => {
+            let default_path = paths::default_config_path()?;
+            if default_path.exists() {
+                ConfigSource::file(&default_path).map_err(|e| e.to_string())?
+            } else {
+                tracing::info!(
+                    "no config file at {}; using the embedded default",
+                    default_path.display()
+                );
+                config::embedded_default().map_err(|e| e.to_string())?
+            }
+        }
+    };
+    let overrides = Overrides {
+        socket: args.socket.clone(),
+    };
+    let config = config::parse(&source, &overrides).map_err(|e| e.to_string())?;
+    // Building the backends checks their settings (and e.g. that a passphrase is there).
+    if args.check_config {
+        keyward_daemon::backends::build_all(&config.backends).map_err(|e| e.to_string())?;
+    }
+    Ok(config)
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop keywardd with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

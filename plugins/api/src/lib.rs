@@ -12,9 +12,11 @@
 mod backend;
 pub mod encoding;
 mod error;
+pub mod secret;
 mod types;
 pub mod verify;
 
 pub use backend::{Backend, KeyDescription, SignInput, Signature};
 pub use error::BackendError;
+pub use secret::{Secret, read_secret};
 pub use types::{EcdsaFormat, HashAlgorithm, KeySpec, SignatureAlgorithm, is_valid_key_name};

@@ -129,10 +129,111 @@ pub fn check_input(algorithm: SignatureAlgorithm, input: &SignInput<'_>) -> Resu
     }
 }
 
-/// Verifies `signature` over `input` with the public key `spki_der`.
-///
-/// ECDSA signatures may be in either encoding (`ecdsa_format`); RSA-PSS must use a salt as long
-/// as the hash. When a PSS signature verifies only with another salt length, the error says so.
+/// A public key parsed once and kept for verifying many signatures (the daemon keeps one per
+/// key, so the signing hot path does not parse the SPKI again).
+#[derive(Clone)]
+pub struct PublicKeyVerifier {
+    key: PKey<Public>,
+    spec: KeySpec,
+}
+
+impl std::fmt::Debug for PublicKeyVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublicKeyVerifier")
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublicKeyVerifier {
+    /// Parses a DER SubjectPublicKeyInfo of a kind keyward handles.
+    pub fn from_spki(spki_der: &[u8]) -> Result<Self, VerifyError> {
+        let key = PKey::public_key_from_der(spki_der)
+            .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
+        let spec = key_spec_of(&key)?;
+        Ok(PublicKeyVerifier { key, spec })
+    }
+
+    /// The key's spec.
+    pub fn spec(&self) -> KeySpec {
+        self.spec
+    }
+
+    /// Verifies `signature` over `input`.
+    ///
+    /// ECDSA signatures may be in either encoding (`ecdsa_format`); RSA-PSS must use a salt as
+    /// long as the hash. When a PSS signature verifies only with another salt length, the
+    /// error says so.
+    pub fn verify(
+        &self,
+        algorithm: SignatureAlgorithm,
+        input: SignInput<'_>,
+        signature: &[u8],
+        ecdsa_format: EcdsaFormat,
+    ) -> Result<(), VerifyError> {
+        let (key, spec) = (&self.key, self.spec);
+        if !spec.supports(algorithm) {
+            return Err(VerifyError::AlgorithmMismatch { algorithm, spec });
+        }
+        check_input(algorithm, &input).map_err(VerifyError::BadInput)?;
+
+        let Some(hash) = algorithm.hash() else {
+            // Pure Ed25519 over the message.
+            let mut verifier =
+                Verifier::new_without_digest(key).map_err(|_| VerifyError::Invalid)?;
+            return match verifier.verify_oneshot(signature, input.bytes()) {
+                Ok(true) => Ok(()),
+                _ => Err(VerifyError::Invalid),
+            };
+        };
+        let digest = input.bytes();
+        if algorithm.is_ecdsa() {
+            let der;
+            let der_signature = match ecdsa_format {
+                EcdsaFormat::Der => signature,
+                EcdsaFormat::Raw => {
+                    let expected = 2 * spec.ecdsa_field_len().unwrap_or(0);
+                    if signature.len() != expected {
+                        return Err(VerifyError::Invalid);
+                    }
+                    der = ecdsa_raw_to_der(signature).map_err(|_| VerifyError::Invalid)?;
+                    &der
+                }
+            };
+            return verify_pkey(key, digest, der_signature, |_| Ok(()));
+        }
+        let md = message_digest(hash);
+        let pss = algorithm.is_rsa_pss();
+        let result = verify_pkey(key, digest, signature, |ctx| {
+            ctx.set_signature_md(md)?;
+            if pss {
+                ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
+                ctx.set_rsa_mgf1_md(md)?;
+                ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
+            } else {
+                ctx.set_rsa_padding(Padding::PKCS1)?;
+            }
+            Ok(())
+        });
+        if result.is_err() && pss {
+            // Tell a wrong salt length (OpenBao's and local-kms's default is the maximum) apart
+            // from a plainly bad signature: it is a configuration problem with a specific fix.
+            let auto = verify_pkey(key, digest, signature, |ctx| {
+                ctx.set_signature_md(md)?;
+                ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
+                ctx.set_rsa_mgf1_md(md)?;
+                ctx.set_rsa_pss_saltlen(RsaPssSaltlen::custom(-2))
+            });
+            if auto.is_ok() {
+                return Err(VerifyError::WrongPssSaltLength(hash.digest_len()));
+            }
+        }
+        result
+    }
+}
+
+/// Verifies `signature` over `input` with the public key `spki_der`; see
+/// [`PublicKeyVerifier::verify`].
 pub fn verify_signature(
     spki_der: &[u8],
     algorithm: SignatureAlgorithm,
@@ -140,65 +241,7 @@ pub fn verify_signature(
     signature: &[u8],
     ecdsa_format: EcdsaFormat,
 ) -> Result<(), VerifyError> {
-    let key = PKey::public_key_from_der(spki_der)
-        .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
-    let spec = key_spec_of(&key)?;
-    if !spec.supports(algorithm) {
-        return Err(VerifyError::AlgorithmMismatch { algorithm, spec });
-    }
-    check_input(algorithm, &input).map_err(VerifyError::BadInput)?;
-
-    let Some(hash) = algorithm.hash() else {
-        // Pure Ed25519 over the message.
-        let mut verifier = Verifier::new_without_digest(&key).map_err(|_| VerifyError::Invalid)?;
-        return match verifier.verify_oneshot(signature, input.bytes()) {
-            Ok(true) => Ok(()),
-            _ => Err(VerifyError::Invalid),
-        };
-    };
-    let digest = input.bytes();
-    if algorithm.is_ecdsa() {
-        let der;
-        let der_signature = match ecdsa_format {
-            EcdsaFormat::Der => signature,
-            EcdsaFormat::Raw => {
-                let expected = 2 * spec.ecdsa_field_len().unwrap_or(0);
-                if signature.len() != expected {
-                    return Err(VerifyError::Invalid);
-                }
-                der = ecdsa_raw_to_der(signature).map_err(|_| VerifyError::Invalid)?;
-                &der
-            }
-        };
-        return verify_pkey(&key, digest, der_signature, |_| Ok(()));
-    }
-    let md = message_digest(hash);
-    let pss = algorithm.is_rsa_pss();
-    let result = verify_pkey(&key, digest, signature, |ctx| {
-        ctx.set_signature_md(md)?;
-        if pss {
-            ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
-            ctx.set_rsa_mgf1_md(md)?;
-            ctx.set_rsa_pss_saltlen(RsaPssSaltlen::DIGEST_LENGTH)?;
-        } else {
-            ctx.set_rsa_padding(Padding::PKCS1)?;
-        }
-        Ok(())
-    });
-    if result.is_err() && pss {
-        // Tell a wrong salt length (OpenBao's and local-kms's default is the maximum) apart from
-        // a plainly bad signature: it is a configuration problem with a specific fix.
-        let auto = verify_pkey(&key, digest, signature, |ctx| {
-            ctx.set_signature_md(md)?;
-            ctx.set_rsa_padding(Padding::PKCS1_PSS)?;
-            ctx.set_rsa_mgf1_md(md)?;
-            ctx.set_rsa_pss_saltlen(RsaPssSaltlen::custom(-2))
-        });
-        if auto.is_ok() {
-            return Err(VerifyError::WrongPssSaltLength(hash.digest_len()));
-        }
-    }
-    result
+    PublicKeyVerifier::from_spki(spki_der)?.verify(algorithm, input, signature, ecdsa_format)
 }
 
 fn verify_pkey(

@@ -1,0 +1,374 @@
+//! The daemon's TOML configuration: parsing, validation, defaults.
+//!
+//! Unknown fields and bad values are errors that name the line. Backend-specific settings are
+//! checked by the backend's own settings type, with the line of its `[[backend]]` table.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use keyward_plugin_api::is_valid_key_name;
+use serde::Deserialize;
+
+use crate::paths;
+
+/// A configuration error, with the file and line where it was found when known.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {message}")]
+pub struct ConfigError {
+    origin: String,
+    message: String,
+}
+
+impl ConfigError {
+    fn at(source: &ConfigSource, line: Option<usize>, message: impl Into<String>) -> Self {
+        let origin = match line {
+            Some(line) => format!("{} line {line}", source.name),
+            None => source.name.clone(),
+        };
+        ConfigError {
+            origin,
+            message: message.into(),
+        }
+    }
+}
+
+/// Where a config came from, for error messages.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    name: String,
+    text: String,
+}
+
+impl ConfigSource {
+    /// Reads a config file.
+    pub fn file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            origin: path.display().to_string(),
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        Ok(ConfigSource {
+            name: path.display().to_string(),
+            text,
+        })
+    }
+
+    /// A config given as text (the embedded default, tests).
+    pub fn text(name: &str, text: String) -> Self {
+        ConfigSource {
+            name: name.to_string(),
+            text,
+        }
+    }
+
+    fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .bytes()
+            .filter(|&b| b == b'\n')
+            .count()
+            + 1
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    allow_uids: Vec<u32>,
+    #[serde(default)]
+    backend: Vec<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    key: Vec<toml::Spanned<RawKey>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    id: String,
+    backend: String,
+    #[serde(rename = "ref")]
+    reference: String,
+}
+
+/// The whole daemon configuration, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The socket to listen on.
+    pub socket: PathBuf,
+    /// Whether the socket is the default one (its directory is then ours to create and lock down).
+    pub socket_is_default: bool,
+    /// Where the registry of created keys and attached metadata lives.
+    pub state_dir: PathBuf,
+    /// Uids besides the daemon's own that may call it.
+    pub allow_uids: Vec<u32>,
+    /// Backend instances, in config order.
+    pub backends: Vec<BackendConfig>,
+    /// Keys named in the config.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One `[[backend]]` table.
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// Instance name, used by keys and by `keys generate --backend`.
+    pub name: String,
+    /// Backend type (`local`, ...).
+    pub backend_type: String,
+    /// The backend's own settings (everything but `name` and `type`).
+    pub settings: toml::Table,
+    /// The line of the table, for errors found later.
+    pub line: usize,
+    /// The file it came from.
+    pub origin: String,
+}
+
+/// One `[[key]]` table.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// The id clients use.
+    pub id: String,
+    /// The backend instance holding it.
+    pub backend: String,
+    /// The key in the backend's own words.
+    pub reference: String,
+}
+
+impl BackendConfig {
+    /// Deserializes this backend's settings into the backend's settings type; errors name the
+    /// backend and its line.
+    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        T::deserialize(toml::Value::Table(self.settings.clone())).map_err(|e| ConfigError {
+            origin: format!("{} line {}", self.origin, self.line),
+            message: format!(
+                "[[backend]] {:?} (type {:?}): {}",
+                self.name,
+                self.backend_type,
+                e.message()
+            ),
+        })
+    }
+
+    /// An error about this backend, naming its line.
+    pub fn error(&self, message: impl std::fmt::Display) -> ConfigError {
+        ConfigError {
+            origin: format!("{} line {}", self.origin, self.line),
+            message: format!("[[backend]] {:?}: {message}", self.name),
+        }
+    }
+}
+
+/// Command-line overrides.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+}
+
+/// The configuration used when there is no config file: one local backend named `local`.
+pub fn embedded_default() -> Result<ConfigSource, ConfigError> {
+    let keys = paths::data_dir()
+        .map_err(|message| ConfigError {
+            origin: "embedded default config".into(),
+            message,
+        })?
+        .join("keys");
+    let keys = toml::Value::String(keys.display().to_string());
+    Ok(ConfigSource::text(
+        "embedded default config",
+        format!("[[backend]]\nname = \"local\"\ntype = \"local\"\npath = {keys}\n"),
+    ))
+}
+
+/// Parses and validates a config.
+pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(&source.text).map_err(|e| {
+        let line = e.span().map(|span| source.line_of(span.start));
+        ConfigError::at(source, line, e.message().trim_end().to_string())
+    })?;
+
+    let mut backends = Vec::new();
+    let mut names = HashSet::new();
+    for spanned in raw.backend {
+        let line = source.line_of(spanned.span().start);
+        let mut table = spanned.into_inner();
+        let name = take_string(&mut table, "name")
+            .map_err(|m| ConfigError::at(source, Some(line), format!("[[backend]]: {m}")))?;
+        let backend_type = take_string(&mut table, "type").map_err(|m| {
+            ConfigError::at(source, Some(line), format!("[[backend]] {name:?}: {m}"))
+        })?;
+        if !is_valid_key_name(&name) || name.contains('/') {
+            return Err(ConfigError::at(
+                source,
+                Some(line),
+                format!(
+                    "[[backend]] name {name:?} is not valid: use letters, digits, '.', '_' and '-'"
+                ),
+            ));
+        }
+        if !names.insert(name.clone()) {
+            return Err(ConfigError::at(
+                source,
+                Some(line),
+                format!("a second [[backend]] is named {name:?}; backend names must be unique"),
+            ));
+        }
+        backends.push(BackendConfig {
+            name,
+            backend_type,
+            settings: table,
+            line,
+            origin: source.name.clone(),
+        });
+    }
+
+    let mut keys = Vec::new();
+    let mut ids = HashSet::new();
+    let mut refs = BTreeMap::new();
+    for spanned in raw.key {
+        let line = source.line_of(spanned.span().start);
+        let key = spanned.into_inner();
+        let err =
+            |m: String| ConfigError::at(source, Some(line), format!("[[key]] {:?}: {m}", key.id));
+        if !is_valid_key_name(&key.id) {
+            return Err(err(
+                "is not a valid key id: use 1-128 letters, digits, '.', '_' and '-'".into(),
+            ));
+        }
+        if !names.contains(&key.backend) {
+            return Err(err(format!(
+                "names backend {:?}, which no [[backend]] defines",
+                key.backend
+            )));
+        }
+        if !ids.insert(key.id.clone()) {
+            return Err(err("is defined twice; key ids must be unique".into()));
+        }
+        if let Some(other) =
+            refs.insert((key.backend.clone(), key.reference.clone()), key.id.clone())
+        {
+            return Err(err(format!(
+                "refers to the same key as [[key]] {other:?}; give each key one id"
+            )));
+        }
+        keys.push(KeyConfig {
+            id: key.id,
+            backend: key.backend,
+            reference: key.reference,
+        });
+    }
+
+    let (socket, socket_is_default) = match overrides.socket.clone().or(raw.socket) {
+        Some(socket) => (socket, false),
+        None => (
+            paths::default_socket_path().map_err(|m| ConfigError::at(source, None, m))?,
+            true,
+        ),
+    };
+    let state_dir = match raw.state_dir {
+        Some(dir) => dir,
+        None => paths::data_dir().map_err(|m| ConfigError::at(source, None, m))?,
+    };
+    Ok(Config {
+        socket,
+        socket_is_default,
+        state_dir,
+        allow_uids: raw.allow_uids,
+        backends,
+        keys,
+    })
+}
+
+fn take_string(table: &mut toml::Table, field: &str) -> Result<String, String> {
+    match table.remove(field) {
+        Some(toml::Value::String(value)) => Ok(value),
+        Some(other) => Err(format!(
+            "`{field}` must be a string, not {}",
+            other.type_str()
+        )),
+        None => Err(format!("missing `{field}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<Config, ConfigError> {
+        let overrides = Overrides {
+            socket: Some("/tmp/test.sock".into()),
+        };
+        let mut text = text.to_string();
+        if !text.contains("state_dir") {
+            text = format!("state_dir = \"/tmp/state\"\n{text}");
+        }
+        parse(&ConfigSource::text("test.toml", text), &overrides)
+    }
+
+    /// (config, Ok(()) or the text the error must contain)
+    fn check(text: &str, expect: Result<(), &str>) {
+        match (parse_text(text), expect) {
+            (Ok(_), Ok(())) => {}
+            (Err(e), Err(needle)) => {
+                let msg = e.to_string();
+                assert!(
+                    msg.contains(needle),
+                    "error {msg:?} should contain {needle:?}"
+                );
+            }
+            (got, want) => panic!("config {text:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        check("", Ok(()));
+        check(
+            "[[backend]]\nname = \"a\"\ntype = \"local\"\npath = \"/x\"\n",
+            Ok(()),
+        );
+        check(
+            "sockett = \"/x\"\n",
+            Err("test.toml line 2: unknown field `sockett`"),
+        );
+        check("allow_uids = \"me\"\n", Err("line 2"));
+        check(
+            "[[backend]]\ntype = \"local\"\n",
+            Err("line 2: [[backend]]: missing `name`"),
+        );
+        check(
+            "[[backend]]\nname = \"a\"\ntype = \"local\"\n[[backend]]\nname = \"a\"\ntype = \"local\"\n",
+            Err("line 5: a second [[backend]] is named \"a\""),
+        );
+        check(
+            "[[key]]\nid = \"k\"\nbackend = \"nope\"\nref = \"x\"\n",
+            Err("line 2: [[key]] \"k\": names backend \"nope\""),
+        );
+        check(
+            "[[backend]]\nname = \"a\"\ntype = \"local\"\n[[key]]\nid = \"k\"\nbackend = \"a\"\nref = \"x\"\nextra = 1\n",
+            Err("unknown field `extra`"),
+        );
+        check(
+            "[[backend]]\nname = \"a/b\"\ntype = \"local\"\n",
+            Err("is not valid"),
+        );
+    }
+
+    #[test]
+    fn backend_settings_errors_name_the_backend_line() {
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Settings {
+            path: String,
+        }
+        let config =
+            parse_text("\n[[backend]]\nname = \"a\"\ntype = \"local\"\npathh = \"/x\"\n").unwrap();
+        let err = config.backends[0]
+            .settings::<Settings>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("unknown field `pathh`"), "{err}");
+    }
+}

@@ -1,0 +1,107 @@
+//! The daemon's errors, and the one function that turns them into gRPC statuses.
+
+use std::time::Duration;
+
+use keyward_plugin_api::BackendError;
+use keyward_plugin_api::verify::VerifyError;
+use tonic::{Code, Status};
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// No key with this id.
+    #[error("no key {key_id:?} in this agent; `keyward keys list` shows the keys it has")]
+    KeyNotFound {
+        /// The id asked for.
+        key_id: String,
+    },
+    /// No backend instance with this name.
+    #[error("no backend named {backend:?} in this agent's config; the backends are: {known}")]
+    BackendNotFound {
+        /// The name asked for.
+        backend: String,
+        /// The configured names, comma-separated.
+        known: String,
+    },
+    /// A key with this id exists already.
+    #[error("a key with id {key_id:?} already exists; choose another id")]
+    AlreadyExists {
+        /// The id asked for.
+        key_id: String,
+    },
+    /// The request is malformed; the message says how.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The caller may not do this; the message says which rule refused it.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A backend failed; its message is wrapped with the key and backend.
+    #[error("key {key_id:?} on backend {backend:?}: {source}")]
+    Backend {
+        /// The key, or the id being created.
+        key_id: String,
+        /// The backend instance.
+        backend: String,
+        /// What the backend said.
+        source: BackendError,
+    },
+    /// The backend returned a signature that does not verify; it was withheld.
+    #[error(
+        "key {key_id:?} on backend {backend:?}: the backend returned a signature that failed verification and was withheld ({source}); check the backend's health and configuration"
+    )]
+    BadSignature {
+        /// The key.
+        key_id: String,
+        /// The backend instance.
+        backend: String,
+        /// Why it did not verify.
+        source: VerifyError,
+    },
+    /// A bug or unexpected state in the daemon.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Maps an error to the status a client gets. This is the only place that chooses codes.
+pub fn to_status(error: &AgentError) -> Status {
+    let code = match error {
+        AgentError::KeyNotFound { .. } | AgentError::BackendNotFound { .. } => Code::NotFound,
+        AgentError::AlreadyExists { .. } => Code::AlreadyExists,
+        AgentError::InvalidArgument(_) => Code::InvalidArgument,
+        AgentError::PermissionDenied(_) => Code::PermissionDenied,
+        AgentError::Backend { source, .. } => match source {
+            BackendError::NotFound(_) => Code::NotFound,
+            BackendError::Unsupported(_) => Code::Unimplemented,
+            BackendError::InvalidInput(_) => Code::InvalidArgument,
+            BackendError::PermissionDenied(_) => Code::PermissionDenied,
+            BackendError::Unavailable { .. } => Code::Unavailable,
+            _ => Code::Internal,
+        },
+        AgentError::BadSignature { .. } | AgentError::Internal(_) => Code::Internal,
+    };
+    let mut status = Status::new(code, error.to_string());
+    if let AgentError::Backend {
+        source:
+            BackendError::Unavailable {
+                retry_after: Some(after),
+                ..
+            },
+        ..
+    } = error
+    {
+        set_retry_after(&mut status, *after);
+    }
+    status
+}
+
+fn set_retry_after(status: &mut Status, after: Duration) {
+    if let Ok(value) = after.as_millis().to_string().parse() {
+        status.metadata_mut().insert("retry-after-ms", value);
+    }
+}
+
+impl From<AgentError> for Status {
+    fn from(error: AgentError) -> Self {
+        to_status(&error)
+    }
+}

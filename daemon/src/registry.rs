@@ -1,0 +1,339 @@
+//! The key registry: which ids exist, which backend holds each, and a cache of their public keys.
+//!
+//! A key id is one of:
+//! - a `[[key]]` id from the config,
+//! - an id given to `KeyAdmin.GenerateKey` (kept in the state file, so it survives restarts),
+//! - `<backend>/<name>` for a key a backend lists that no other id names.
+//!
+//! The signing hot path takes a read lock and clones an `Arc`; backends are asked only on a
+//! cache miss.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use keyward_plugin_api::verify::PublicKeyVerifier;
+use keyward_plugin_api::{Backend, BackendError, KeyDescription, KeySpec, is_valid_key_name};
+
+use crate::config::Config;
+use crate::error::AgentError;
+use crate::state::{CreatedKey, State};
+
+/// A key the daemon can sign with, resolved to its backend, with its public key parsed.
+#[derive(Debug)]
+pub struct ResolvedKey {
+    /// The id clients use.
+    pub id: String,
+    /// The backend instance name.
+    pub backend_name: String,
+    /// The backend.
+    pub backend: Arc<dyn Backend>,
+    /// What the backend said about the key.
+    pub description: KeyDescription,
+    /// The parsed public key, to verify every signature before it leaves.
+    pub verifier: PublicKeyVerifier,
+    /// X.509 certificates, DER, leaf first.
+    pub certificate_chain: Vec<Vec<u8>>,
+}
+
+impl ResolvedKey {
+    /// The key's spec.
+    pub fn spec(&self) -> KeySpec {
+        self.description.spec
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// id -> (backend, reference) for config and created keys.
+    named: HashMap<String, (String, String)>,
+    /// (backend, reference) -> id, the reverse of `named`.
+    by_reference: HashMap<(String, String), String>,
+    created: Vec<CreatedKey>,
+    cache: HashMap<String, Arc<ResolvedKey>>,
+}
+
+/// All backends and keys of a running daemon.
+#[derive(Debug)]
+pub struct Registry {
+    backends: BTreeMap<String, Arc<dyn Backend>>,
+    inner: RwLock<Inner>,
+    state: State,
+    /// Serialises key creation so two requests cannot race for one id.
+    generate_lock: tokio::sync::Mutex<()>,
+}
+
+impl Registry {
+    /// Builds the registry from the config, the backends already made from it, and the state
+    /// directory.
+    pub fn new(
+        config: &Config,
+        backends: BTreeMap<String, Arc<dyn Backend>>,
+    ) -> Result<Self, String> {
+        let (state, created) = State::open(&config.state_dir)?;
+        let mut inner = Inner::default();
+        let config_keys = config
+            .keys
+            .iter()
+            .map(|k| (k.id.clone(), k.backend.clone(), k.reference.clone()));
+        let created_keys = created.iter().filter_map(|k| {
+            if backends.contains_key(&k.backend) {
+                Some((k.id.clone(), k.backend.clone(), k.reference.clone()))
+            } else {
+                tracing::warn!(key = %k.id, backend = %k.backend, "created key's backend is no longer configured; the key is not served");
+                None
+            }
+        });
+        for (id, backend, reference) in config_keys.chain(created_keys) {
+            if inner.named.contains_key(&id) {
+                tracing::warn!(key = %id, "a created key has the same id as a [[key]] in the config; the config wins");
+                continue;
+            }
+            inner
+                .by_reference
+                .insert((backend.clone(), reference.clone()), id.clone());
+            inner.named.insert(id, (backend, reference));
+        }
+        inner.created = created;
+        Ok(Registry {
+            backends,
+            inner: RwLock::new(inner),
+            state,
+            generate_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// Checks every named key against its backend and logs what does not answer, so a broken
+    /// key shows up at start-up rather than at the first signature.
+    pub async fn check_named_keys(&self) {
+        let ids: Vec<String> = {
+            let inner = self.inner.read().expect("registry lock");
+            inner.named.keys().cloned().collect()
+        };
+        for id in ids {
+            match self.resolve(&id).await {
+                Ok(key) => {
+                    tracing::info!(key = %id, backend = %key.backend_name, spec = %key.spec(), "key ready")
+                }
+                Err(e) => tracing::warn!(key = %id, "key not usable: {e}"),
+            }
+        }
+    }
+
+    /// The backend instance named `name`.
+    pub fn backend(&self, name: &str) -> Result<&Arc<dyn Backend>, AgentError> {
+        self.backends
+            .get(name)
+            .ok_or_else(|| AgentError::BackendNotFound {
+                backend: name.to_string(),
+                known: self.backends.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
+    }
+
+    /// Finds a key by id, asking its backend on a cache miss.
+    pub async fn resolve(&self, key_id: &str) -> Result<Arc<ResolvedKey>, AgentError> {
+        let (backend_name, reference) = {
+            let inner = self.inner.read().expect("registry lock");
+            if let Some(key) = inner.cache.get(key_id) {
+                return Ok(key.clone());
+            }
+            match inner.named.get(key_id) {
+                Some(found) => found.clone(),
+                None => self.discovered(&inner, key_id)?,
+            }
+        };
+        let backend = self.backend(&backend_name)?.clone();
+        let description = backend.describe_key(&reference).await.map_err(|source| {
+            match source {
+                // A discovered id whose backend has no such key is simply an unknown id.
+                BackendError::NotFound(_) if key_id.contains('/') => AgentError::KeyNotFound {
+                    key_id: key_id.to_string(),
+                },
+                source => AgentError::Backend {
+                    key_id: key_id.to_string(),
+                    backend: backend_name.clone(),
+                    source,
+                },
+            }
+        })?;
+        self.remember(key_id, &backend_name, backend, description)
+    }
+
+    /// `<backend>/<name>` for a key that no other id names.
+    fn discovered(&self, inner: &Inner, key_id: &str) -> Result<(String, String), AgentError> {
+        let not_found = || AgentError::KeyNotFound {
+            key_id: key_id.to_string(),
+        };
+        let (backend, name) = key_id.split_once('/').ok_or_else(not_found)?;
+        if !self.backends.contains_key(backend)
+            || !is_valid_key_name(name)
+            || inner
+                .by_reference
+                .contains_key(&(backend.to_string(), name.to_string()))
+        {
+            return Err(not_found());
+        }
+        Ok((backend.to_string(), name.to_string()))
+    }
+
+    fn remember(
+        &self,
+        key_id: &str,
+        backend_name: &str,
+        backend: Arc<dyn Backend>,
+        description: KeyDescription,
+    ) -> Result<Arc<ResolvedKey>, AgentError> {
+        let verifier = PublicKeyVerifier::from_spki(&description.public_key_der).map_err(|e| {
+            AgentError::Internal(format!(
+                "key {key_id:?} on backend {backend_name:?}: the backend's public key is unusable: {e}"
+            ))
+        })?;
+        if verifier.spec() != description.spec {
+            return Err(AgentError::Internal(format!(
+                "key {key_id:?} on backend {backend_name:?}: the backend says {} but the public key is {}",
+                description.spec,
+                verifier.spec()
+            )));
+        }
+        let key = Arc::new(ResolvedKey {
+            id: key_id.to_string(),
+            backend_name: backend_name.to_string(),
+            backend,
+            description,
+            verifier,
+            certificate_chain: Vec::new(),
+        });
+        self.inner
+            .write()
+            .expect("registry lock")
+            .cache
+            .insert(key_id.to_string(), key.clone());
+        Ok(key)
+    }
+
+    /// Forgets the cached public key of `key_id` (after the backend said it is gone).
+    pub fn evict(&self, key_id: &str) {
+        self.inner
+            .write()
+            .expect("registry lock")
+            .cache
+            .remove(key_id);
+    }
+
+    /// Every key of every backend. A backend that fails to list is logged and skipped, so one
+    /// broken backend does not hide the others' keys.
+    pub async fn list(&self) -> Vec<Arc<ResolvedKey>> {
+        let mut keys = BTreeMap::new();
+        for (backend_name, backend) in &self.backends {
+            let listed = match backend.list_keys().await {
+                Ok(listed) => listed,
+                Err(e) => {
+                    tracing::warn!(backend = %backend_name, "cannot list keys: {e}");
+                    continue;
+                }
+            };
+            for description in listed {
+                let id = {
+                    let inner = self.inner.read().expect("registry lock");
+                    inner
+                        .by_reference
+                        .get(&(backend_name.clone(), description.reference.clone()))
+                        .cloned()
+                        .unwrap_or_else(|| format!("{backend_name}/{}", description.reference))
+                };
+                match self.remember(&id, backend_name, backend.clone(), description) {
+                    Ok(key) => {
+                        keys.insert(id, key);
+                    }
+                    Err(e) => tracing::warn!(key = %id, "skipping key: {e}"),
+                }
+            }
+        }
+        // Named keys a backend does not list (a key file named by path, say).
+        let named: Vec<String> = {
+            let inner = self.inner.read().expect("registry lock");
+            inner
+                .named
+                .keys()
+                .filter(|id| !keys.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        for id in named {
+            match self.resolve(&id).await {
+                Ok(key) => {
+                    keys.insert(id, key);
+                }
+                Err(e) => tracing::warn!(key = %id, "key not usable: {e}"),
+            }
+        }
+        keys.into_values().collect()
+    }
+
+    /// Creates a key pair in `backend_name` and records `key_id` for it.
+    pub async fn generate(
+        &self,
+        backend_name: &str,
+        key_id: &str,
+        spec: KeySpec,
+    ) -> Result<Arc<ResolvedKey>, AgentError> {
+        if !is_valid_key_name(key_id) {
+            return Err(AgentError::InvalidArgument(format!(
+                "{key_id:?} is not a valid key id: use 1-128 letters, digits, '.', '_' and '-', not starting with '.' or '-'"
+            )));
+        }
+        let backend = self.backend(backend_name)?.clone();
+        let _guard = self.generate_lock.lock().await;
+        let taken = {
+            let inner = self.inner.read().expect("registry lock");
+            inner.named.contains_key(key_id) || inner.cache.contains_key(key_id)
+        };
+        if taken || backend.describe_key(key_id).await.is_ok() {
+            return Err(AgentError::AlreadyExists {
+                key_id: key_id.to_string(),
+            });
+        }
+        let description =
+            backend
+                .generate_key(key_id, spec)
+                .await
+                .map_err(|source| AgentError::Backend {
+                    key_id: key_id.to_string(),
+                    backend: backend_name.to_string(),
+                    source,
+                })?;
+        let created = CreatedKey {
+            id: key_id.to_string(),
+            backend: backend_name.to_string(),
+            reference: description.reference.clone(),
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        // generate_lock is held, so nobody else changes `created` meanwhile; the file is
+        // written without holding the registry lock, so signing goes on during the fsync.
+        let mut all = self.inner.read().expect("registry lock").created.clone();
+        all.push(created.clone());
+        let record = self.state.save(&all);
+        if record.is_ok() {
+            let mut inner = self.inner.write().expect("registry lock");
+            inner.created = all;
+            inner.by_reference.insert(
+                (created.backend.clone(), created.reference.clone()),
+                created.id.clone(),
+            );
+            inner
+                .named
+                .insert(created.id, (created.backend, created.reference));
+        }
+        if let Err(e) = record {
+            // The backend has no delete operation to roll back with; say where the key is.
+            return Err(AgentError::Internal(format!(
+                "the key was created in backend {backend_name:?} as {:?} but its id could not be recorded ({e}); it is served as \"{backend_name}/{}\" until the state directory is writable",
+                description.reference, description.reference
+            )));
+        }
+        tracing::info!(key = %key_id, backend = %backend_name, spec = %spec, "key generated");
+        self.remember(key_id, backend_name, backend, description)
+    }
+}
