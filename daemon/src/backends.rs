@@ -35,6 +35,20 @@ pub fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigError> {
     }
 }
 
+/// Checks a backend's settings without making it (no directory is created, no secret read).
+pub fn check(config: &BackendConfig) -> Result<(), ConfigError> {
+    match config.backend_type.as_str() {
+        #[cfg(feature = "local")]
+        "local" => config
+            .settings::<keyward_plugin_local::LocalSettings>()
+            .map(drop),
+        other => Err(config.error(format!(
+            "unknown backend type {other:?}; this keywardd supports: {}",
+            known_types().join(", ")
+        ))),
+    }
+}
+
 /// Makes every backend of the config, by instance name.
 pub fn build_all(
     configs: &[BackendConfig],

@@ -29,7 +29,7 @@ struct Args {
     /// Log format
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
-    /// Check the config and exit
+    /// Check the config's syntax and settings, then exit (creates nothing, reads no secret)
     #[arg(long)]
     check_config: bool,
 }
@@ -96,9 +96,10 @@ fn load_config(args: &Args) -> Result<config::Config, String> {
         socket: args.socket.clone(),
     };
     let config = config::parse(&source, &overrides).map_err(|e| e.to_string())?;
-    // Building the backends checks their settings (and e.g. that a passphrase is there).
     if args.check_config {
-        keyward_daemon::backends::build_all(&config.backends).map_err(|e| e.to_string())?;
+        for backend in &config.backends {
+            keyward_daemon::backends::check(backend).map_err(|e| e.to_string())?;
+        }
     }
     Ok(config)
 }
