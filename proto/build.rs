@@ -2,7 +2,7 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["keyward/v1/keyward.proto"];
+    let files = ["keyward/v1/keyward.proto", "keyward/plugin/v1/plugin.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

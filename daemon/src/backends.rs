@@ -1,14 +1,20 @@
-//! Making backend instances from `[[backend]]` tables. Each backend type is behind a cargo
-//! feature of this crate.
+//! Making backend instances from `[[backend]]` tables: in the daemon (`isolation = "none"`) or
+//! as supervised plugin processes (`isolation = "process"`, and always for `type = "external"`).
+//! Each built-in backend type is behind a cargo feature of this crate.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyward_plugin_api::Backend;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
-use crate::config::{BackendConfig, ConfigError};
+use crate::config::{BackendConfig, ConfigError, Isolation};
+use crate::plugin_host::{LaunchSpec, PluginBackend, check_executable};
 
-/// The backend types this build of keywardd knows.
+/// The backend types this build of keywardd knows, besides `external`.
 pub fn known_types() -> Vec<&'static str> {
     [
         #[cfg(feature = "local")]
@@ -18,21 +24,21 @@ pub fn known_types() -> Vec<&'static str> {
     .collect()
 }
 
-/// Makes one backend from its config.
-pub fn build(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigError> {
-    match config.backend_type.as_str() {
-        #[cfg(feature = "local")]
-        "local" => {
-            let settings: keyward_plugin_local::LocalSettings = config.settings()?;
-            let backend =
-                keyward_plugin_local::LocalBackend::new(settings).map_err(|e| config.error(e))?;
-            Ok(Arc::new(backend))
-        }
-        other => Err(config.error(format!(
-            "unknown backend type {other:?}; this keywardd supports: {}",
-            known_types().join(", ")
-        ))),
+/// Where a backend type runs unless its config says otherwise. Backends that load C libraries
+/// or talk to card readers will default to `Process`.
+fn default_isolation(backend_type: &str) -> Isolation {
+    match backend_type {
+        "external" => Isolation::Process,
+        _ => Isolation::None,
     }
+}
+
+fn unknown_type(config: &BackendConfig) -> ConfigError {
+    config.error(format!(
+        "unknown backend type {:?}; this keywardd supports: {}, external",
+        config.backend_type,
+        known_types().join(", ")
+    ))
 }
 
 /// Checks a backend's settings without making it (no directory is created, no secret read).
@@ -42,19 +48,127 @@ pub fn check(config: &BackendConfig) -> Result<(), ConfigError> {
         "local" => config
             .settings::<keyward_plugin_local::LocalSettings>()
             .map(drop),
-        other => Err(config.error(format!(
-            "unknown backend type {other:?}; this keywardd supports: {}",
-            known_types().join(", ")
-        ))),
+        "external" => Ok(()),
+        _ => Err(unknown_type(config)),
     }
 }
 
-/// Makes every backend of the config, by instance name.
-pub fn build_all(
-    configs: &[BackendConfig],
-) -> Result<BTreeMap<String, Arc<dyn Backend>>, ConfigError> {
-    configs
-        .iter()
-        .map(|config| Ok((config.name.clone(), build(config)?)))
-        .collect()
+/// Makes a backend inside the daemon.
+fn build_in_process(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigError> {
+    match config.backend_type.as_str() {
+        #[cfg(feature = "local")]
+        "local" => {
+            let settings: keyward_plugin_local::LocalSettings = config.settings()?;
+            let backend =
+                keyward_plugin_local::LocalBackend::new(settings).map_err(|e| config.error(e))?;
+            Ok(Arc::new(backend))
+        }
+        _ => Err(unknown_type(config)),
+    }
+}
+
+/// What the daemon needs to run plugin processes.
+#[derive(Debug)]
+pub struct PluginContext {
+    /// A private (0700) directory for plugin sockets.
+    pub socket_dir: PathBuf,
+    /// Where the built-in `keyward-plugin-<type>` executables are (next to keywardd).
+    pub plugin_dir: PathBuf,
+    /// Completes (turns true) when the daemon stops.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// The backends of a running daemon, and the supervisors of those that are processes.
+#[derive(Debug, Default)]
+pub struct Built {
+    /// By instance name.
+    pub backends: BTreeMap<String, Arc<dyn Backend>>,
+    /// Plugin processes, for start-up waiting and shutdown.
+    pub plugins: Vec<(PluginBackend, JoinHandle<()>)>,
+}
+
+/// Makes every backend of the config. Plugin processes start in the background.
+pub fn build_all(configs: &[BackendConfig], context: &PluginContext) -> Result<Built, ConfigError> {
+    let mut built = Built::default();
+    for config in configs {
+        check(config)?;
+        let isolation = config
+            .isolation
+            .unwrap_or_else(|| default_isolation(&config.backend_type));
+        let backend: Arc<dyn Backend> = match isolation {
+            Isolation::None => build_in_process(config)?,
+            Isolation::Process => {
+                let spec = launch_spec(config, context)?;
+                let (plugin, task) = PluginBackend::spawn(spec, context.stop.clone());
+                built.plugins.push((plugin.clone(), task));
+                Arc::new(plugin)
+            }
+        };
+        built.backends.insert(config.name.clone(), backend);
+    }
+    Ok(built)
+}
+
+fn launch_spec(config: &BackendConfig, context: &PluginContext) -> Result<LaunchSpec, ConfigError> {
+    let (program, args) = match &config.command {
+        Some(command) => {
+            let (program, args) = command
+                .split_first()
+                .ok_or_else(|| config.error("empty `command`"))?;
+            (PathBuf::from(program), args.to_vec())
+        }
+        None => (
+            context
+                .plugin_dir
+                .join(format!("keyward-plugin-{}", config.backend_type)),
+            Vec::new(),
+        ),
+    };
+    let program = check_executable(&program).map_err(|e| config.error(e))?;
+    let settings_json = serde_json::to_vec(&config.settings)
+        .map_err(|e| config.error(format!("cannot encode the settings: {e}")))?;
+    Ok(LaunchSpec {
+        name: config.name.clone(),
+        backend_type: config.backend_type.clone(),
+        program,
+        args,
+        env: plugin_env(config),
+        settings_json,
+        socket_dir: context.socket_dir.clone(),
+        call_timeout: config.timeout,
+        startup_timeout: config.startup_timeout,
+        health_interval: config.health_interval,
+    })
+}
+
+/// The plugin's whole environment: a fixed PATH, HOME, KEYWARD_LOG, the variables its `*_env`
+/// settings name and those its `env` list names. Nothing else of the daemon's environment.
+fn plugin_env(config: &BackendConfig) -> Vec<(OsString, OsString)> {
+    let mut names: Vec<String> = vec!["HOME".into(), "KEYWARD_LOG".into()];
+    names.extend(
+        config
+            .settings
+            .iter()
+            .filter(|(key, _)| key.ends_with("_env"))
+            .filter_map(|(_, value)| value.as_str().map(str::to_string)),
+    );
+    names.extend(config.env.iter().cloned());
+    let mut env = vec![(
+        OsString::from("PATH"),
+        OsString::from("/usr/local/bin:/usr/bin:/bin"),
+    )];
+    for name in names {
+        if let Some(value) = std::env::var_os(&name) {
+            env.push((OsString::from(name), value));
+        }
+    }
+    env
+}
+
+/// The directory of the running keywardd, where `keyward-plugin-<type>` binaries live.
+pub fn default_plugin_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use keyward_plugin_api::is_valid_key_name;
 use serde::Deserialize;
@@ -108,14 +109,36 @@ pub struct Config {
     pub keys: Vec<KeyConfig>,
 }
 
+/// Where a backend runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    /// Inside the daemon.
+    None,
+    /// In its own child process, speaking `keyward.plugin.v1`.
+    Process,
+}
+
 /// One `[[backend]]` table.
 #[derive(Debug, Clone)]
 pub struct BackendConfig {
     /// Instance name, used by keys and by `keys generate --backend`.
     pub name: String,
-    /// Backend type (`local`, ...).
+    /// Backend type (`local`, `external`, ...).
     pub backend_type: String,
-    /// The backend's own settings (everything but `name` and `type`).
+    /// Where it runs; `None` when the config does not say (each type has a default).
+    pub isolation: Option<Isolation>,
+    /// The deadline of each call to the backend.
+    pub timeout: Duration,
+    /// How long a plugin process has to print its handshake.
+    pub startup_timeout: Duration,
+    /// How often a plugin process is health-checked.
+    pub health_interval: Duration,
+    /// `external` only: the plugin executable and its arguments.
+    pub command: Option<Vec<String>>,
+    /// Names of environment variables passed to a plugin process besides those its
+    /// `*_env` settings name.
+    pub env: Vec<String>,
+    /// The backend's own settings (everything but the fields above).
     pub settings: toml::Table,
     /// The line of the table, for errors found later.
     pub line: usize,
@@ -213,9 +236,55 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
                 format!("a second [[backend]] is named {name:?}; backend names must be unique"),
             ));
         }
+        let at_line =
+            |m: String| ConfigError::at(source, Some(line), format!("[[backend]] {name:?}: {m}"));
+        let isolation = match table.remove("isolation") {
+            None => None,
+            Some(toml::Value::String(v)) if v == "process" => Some(Isolation::Process),
+            Some(toml::Value::String(v)) if v == "none" => Some(Isolation::None),
+            Some(other) => {
+                return Err(at_line(format!(
+                    "`isolation` must be \"process\" or \"none\", not {other}"
+                )));
+            }
+        };
+        let timeout = take_seconds(&mut table, "timeout", 30.0).map_err(at_line)?;
+        let startup_timeout = take_seconds(&mut table, "startup_timeout", 10.0).map_err(at_line)?;
+        let health_interval = take_seconds(&mut table, "health_interval", 5.0).map_err(at_line)?;
+        let command = match table.remove("command") {
+            None => None,
+            Some(value) => Some(string_list(value, "command").map_err(at_line)?),
+        };
+        let env = match table.remove("env") {
+            None => Vec::new(),
+            Some(value) => string_list(value, "env").map_err(at_line)?,
+        };
+        if backend_type == "external" {
+            if command.as_ref().is_none_or(|c| c.is_empty()) {
+                return Err(at_line(
+                    "an external backend needs `command = [\"/path/to/plugin\", ...]`".into(),
+                ));
+            }
+            if isolation == Some(Isolation::None) {
+                return Err(at_line(
+                    "an external backend always runs as a process; remove `isolation = \"none\"`"
+                        .into(),
+                ));
+            }
+        } else if command.is_some() {
+            return Err(at_line(
+                "`command` is only for `type = \"external\"`; built-in backends run their own plugin binary".into(),
+            ));
+        }
         backends.push(BackendConfig {
             name,
             backend_type,
+            isolation,
+            timeout,
+            startup_timeout,
+            health_interval,
+            command,
+            env,
             settings: table,
             line,
             origin: source.name.clone(),
@@ -277,6 +346,41 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         backends,
         keys,
     })
+}
+
+/// A duration in seconds (integer or float), `default` when absent.
+fn take_seconds(table: &mut toml::Table, field: &str, default: f64) -> Result<Duration, String> {
+    let seconds = match table.remove(field) {
+        None => default,
+        Some(toml::Value::Integer(i)) => i as f64,
+        Some(toml::Value::Float(f)) => f,
+        Some(other) => {
+            return Err(format!(
+                "`{field}` is a number of seconds, not {}",
+                other.type_str()
+            ));
+        }
+    };
+    if !(0.001..=3600.0).contains(&seconds) {
+        return Err(format!(
+            "`{field}` = {seconds} is out of range: use 0.001 to 3600 seconds"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+fn string_list(value: toml::Value, field: &str) -> Result<Vec<String>, String> {
+    let not_list = || format!("`{field}` must be a list of strings");
+    match value {
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(s),
+                _ => Err(not_list()),
+            })
+            .collect(),
+        _ => Err(not_list()),
+    }
 }
 
 fn take_string(table: &mut toml::Table, field: &str) -> Result<String, String> {

@@ -11,6 +11,7 @@ pub mod backends;
 pub mod config;
 pub mod error;
 pub mod paths;
+pub mod plugin_host;
 pub mod registry;
 pub mod server;
 pub mod signer;

@@ -110,11 +110,49 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
 /// Runs the daemon until `shutdown` completes, then drains in-flight requests (up to 30 s),
 /// removes the socket and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
-    let backends = backends::build_all(&config.backends).map_err(|e| e.to_string())?;
-    let registry = Arc::new(Registry::new(&config, backends)?);
-    let (listener, guard) = bind(&config)?;
+    // Plugin sockets live in a fresh private directory (0700), removed when the daemon exits.
+    let plugin_sockets = tempfile::Builder::new()
+        .prefix("keyward-plugins-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a directory for plugin sockets: {e}"))?;
+    let (stop_plugins, plugins_stop) = tokio::sync::watch::channel(false);
+    let context = backends::PluginContext {
+        socket_dir: plugin_sockets.path().to_path_buf(),
+        plugin_dir: backends::default_plugin_dir(),
+        stop: plugins_stop,
+    };
+    let built = backends::build_all(&config.backends, &context).map_err(|e| e.to_string())?;
+    let result = serve(&config, built.backends, &built.plugins, shutdown).await;
+    // Stop the plugins after the last request has drained.
+    let _ = stop_plugins.send(true);
+    for (_, supervisor) in built.plugins {
+        let _ = tokio::time::timeout(Duration::from_secs(10), supervisor).await;
+    }
+    drop(plugin_sockets);
+    tracing::info!("keywardd stopped");
+    result
+}
+
+async fn serve(
+    config: &Config,
+    backends: std::collections::BTreeMap<String, Arc<dyn keyward_plugin_api::Backend>>,
+    plugins: &[(
+        crate::plugin_host::PluginBackend,
+        tokio::task::JoinHandle<()>,
+    )],
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), String> {
+    let registry = Arc::new(Registry::new(config, backends)?);
+    let (listener, guard) = bind(config)?;
+    // Give plugin processes their startup deadline before declaring the daemon ready, so the
+    // first requests do not race them; a plugin that fails stays down and retries on its own.
+    let waits = plugins
+        .iter()
+        .map(|(plugin, _)| plugin.wait_started(Duration::from_secs(15)));
+    futures_join_all(waits).await;
     let own_uid = rustix::process::getuid().as_raw();
     let auth = Authenticator::new(own_uid, config.allow_uids.clone());
+    let config = config.clone();
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<SignerServer<SignerService>>().await;
@@ -163,6 +201,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         }
     };
     drop(guard);
-    tracing::info!("keywardd stopped");
     result
+}
+
+async fn futures_join_all(futures: impl Iterator<Item = impl Future<Output = ()>>) {
+    let mut set = Vec::new();
+    for future in futures {
+        set.push(future);
+    }
+    for future in set {
+        future.await;
+    }
 }

@@ -60,7 +60,7 @@ pub struct Signature {
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The backend type, as written in the config (`local`, `pkcs11`, ...).
-    fn backend_type(&self) -> &'static str;
+    fn backend_type(&self) -> &str;
 
     /// Every key this backend offers for signing, with its public key.
     async fn list_keys(&self) -> Result<Vec<KeyDescription>, BackendError>;

@@ -27,6 +27,9 @@ pub enum BackendError {
         /// When to try again, if the backend said.
         retry_after: Option<Duration>,
     },
+    /// The backend did not answer within the deadline.
+    #[error("{0}")]
+    Timeout(String),
     /// A bug or an unexpected state in the backend.
     #[error("{0}")]
     Internal(String),

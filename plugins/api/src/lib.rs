@@ -12,6 +12,7 @@
 mod backend;
 pub mod encoding;
 mod error;
+pub mod plugin;
 pub mod secret;
 mod types;
 pub mod verify;

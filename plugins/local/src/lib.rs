@@ -109,7 +109,7 @@ impl LocalBackend {
 
 #[async_trait]
 impl Backend for LocalBackend {
-    fn backend_type(&self) -> &'static str {
+    fn backend_type(&self) -> &str {
         "local"
     }
 

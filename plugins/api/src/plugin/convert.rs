@@ -1,0 +1,138 @@
+//! Conversions between the plugin protocol's messages and this crate's types.
+
+use std::time::Duration;
+
+use keyward_proto::plugin::v1 as wire;
+use keyward_proto::v1 as api;
+use tonic::{Code, Status};
+
+use super::RETRY_AFTER_METADATA;
+use crate::{BackendError, EcdsaFormat, KeyDescription, KeySpec, SignatureAlgorithm};
+
+/// A plugin's error status as the backend error it stands for.
+pub fn status_to_backend_error(status: &Status) -> BackendError {
+    let message = status.message().to_string();
+    match status.code() {
+        Code::NotFound => BackendError::NotFound(message),
+        Code::Unimplemented => BackendError::Unsupported(message),
+        Code::InvalidArgument | Code::OutOfRange | Code::AlreadyExists => {
+            BackendError::InvalidInput(message)
+        }
+        Code::PermissionDenied | Code::Unauthenticated => BackendError::PermissionDenied(message),
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted => {
+            let retry_after = status
+                .metadata()
+                .get(RETRY_AFTER_METADATA)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(Duration::from_millis);
+            BackendError::Unavailable {
+                message,
+                retry_after,
+            }
+        }
+        Code::DeadlineExceeded | Code::Cancelled => BackendError::Timeout(message),
+        _ => BackendError::Internal(message),
+    }
+}
+
+/// A backend error as the status a plugin answers with.
+pub fn backend_error_to_status(error: &BackendError) -> Status {
+    let message = error.to_string();
+    let code = match error {
+        BackendError::NotFound(_) => Code::NotFound,
+        BackendError::Unsupported(_) => Code::Unimplemented,
+        BackendError::InvalidInput(_) => Code::InvalidArgument,
+        BackendError::PermissionDenied(_) => Code::PermissionDenied,
+        BackendError::Unavailable { .. } => Code::Unavailable,
+        BackendError::Timeout(_) => Code::DeadlineExceeded,
+        _ => Code::Internal,
+    };
+    let mut status = Status::new(code, message);
+    if let BackendError::Unavailable {
+        retry_after: Some(after),
+        ..
+    } = error
+        && let Ok(value) = after.as_millis().to_string().parse()
+    {
+        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
+    }
+    status
+}
+
+pub(crate) fn spec_from_wire(spec: i32) -> Result<KeySpec, BackendError> {
+    api::KeySpec::try_from(spec)
+        .ok()
+        .and_then(|s| KeySpec::try_from(s).ok())
+        .ok_or_else(|| {
+            BackendError::Internal(format!("the plugin sent an unknown key spec {spec}"))
+        })
+}
+
+pub(crate) fn algorithm_from_wire(algorithm: i32) -> Result<SignatureAlgorithm, BackendError> {
+    api::SignatureAlgorithm::try_from(algorithm)
+        .ok()
+        .and_then(|a| SignatureAlgorithm::try_from(a).ok())
+        .ok_or_else(|| {
+            BackendError::InvalidInput(format!("unknown signature algorithm {algorithm}"))
+        })
+}
+
+pub(crate) fn description_to_wire(key: KeyDescription) -> wire::KeyDescription {
+    wire::KeyDescription {
+        reference: key.reference,
+        spec: api::KeySpec::from(key.spec) as i32,
+        public_key_der: key.public_key_der,
+        version: key.version.unwrap_or_default(),
+    }
+}
+
+pub(crate) fn description_from_wire(
+    key: wire::KeyDescription,
+) -> Result<KeyDescription, BackendError> {
+    Ok(KeyDescription {
+        spec: spec_from_wire(key.spec)?,
+        reference: key.reference,
+        public_key_der: key.public_key_der,
+        version: Some(key.version).filter(|v| !v.is_empty()),
+    })
+}
+
+pub(crate) fn format_to_wire(format: EcdsaFormat) -> wire::EcdsaFormat {
+    match format {
+        EcdsaFormat::Der => wire::EcdsaFormat::Der,
+        EcdsaFormat::Raw => wire::EcdsaFormat::Raw,
+    }
+}
+
+pub(crate) fn format_from_wire(format: i32) -> EcdsaFormat {
+    match wire::EcdsaFormat::try_from(format) {
+        Ok(wire::EcdsaFormat::Raw) => EcdsaFormat::Raw,
+        _ => EcdsaFormat::Der,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_survive_the_round_trip() {
+        let cases = [
+            BackendError::NotFound("no key".into()),
+            BackendError::Unsupported("no".into()),
+            BackendError::InvalidInput("bad".into()),
+            BackendError::PermissionDenied("pin".into()),
+            BackendError::Unavailable {
+                message: "down".into(),
+                retry_after: Some(Duration::from_millis(1500)),
+            },
+            BackendError::Timeout("slow".into()),
+            BackendError::Internal("bug".into()),
+        ];
+        for error in cases {
+            let back = status_to_backend_error(&backend_error_to_status(&error));
+            assert_eq!(format!("{error:?}"), format!("{back:?}"));
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The daemon side: a [`Backend`] that forwards to a plugin process.
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use keyward_proto::plugin::v1 as wire;
+use keyward_proto::plugin::v1::backend_client::BackendClient;
+use keyward_proto::v1 as api;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use super::PROTOCOL_VERSION;
+use super::convert::{description_from_wire, format_from_wire, status_to_backend_error};
+use crate::{
+    Backend, BackendError, KeyDescription, KeySpec, SignInput, Signature, SignatureAlgorithm,
+};
+
+/// A backend served by a plugin process on a Unix socket.
+#[derive(Debug, Clone)]
+pub struct RemoteBackend {
+    client: BackendClient<Channel>,
+    backend_type: String,
+}
+
+impl RemoteBackend {
+    /// Connects to the plugin listening on `socket` and checks that it speaks protocol v1.
+    pub async fn connect(socket: &Path) -> Result<Self, BackendError> {
+        let path = socket.to_path_buf();
+        let channel = Endpoint::from_static("http://plugin.invalid")
+            .connect_with_connector(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    let stream = tokio::net::UnixStream::connect(path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                }
+            }))
+            .await
+            .map_err(|e| {
+                BackendError::unavailable(format!(
+                    "cannot connect to the plugin socket {}: {e}",
+                    socket.display()
+                ))
+            })?;
+        let mut client = BackendClient::new(channel).max_decoding_message_size(64 << 20);
+        let described = client
+            .describe(wire::DescribeRequest {})
+            .await
+            .map_err(|s| status_to_backend_error(&s))?
+            .into_inner();
+        if described.protocol_version != PROTOCOL_VERSION {
+            return Err(BackendError::Unsupported(format!(
+                "the plugin speaks protocol version {}, this keywardd speaks {PROTOCOL_VERSION}",
+                described.protocol_version
+            )));
+        }
+        Ok(RemoteBackend {
+            client,
+            backend_type: described.backend_type,
+        })
+    }
+
+    /// Asks the plugin to describe itself (the health check).
+    pub async fn ping(&self) -> Result<(), BackendError> {
+        self.client
+            .clone()
+            .describe(wire::DescribeRequest {})
+            .await
+            .map(drop)
+            .map_err(|s| status_to_backend_error(&s))
+    }
+}
+
+#[async_trait]
+impl Backend for RemoteBackend {
+    fn backend_type(&self) -> &str {
+        &self.backend_type
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyDescription>, BackendError> {
+        let response = self
+            .client
+            .clone()
+            .list_keys(wire::ListKeysRequest {})
+            .await
+            .map_err(|s| status_to_backend_error(&s))?;
+        response
+            .into_inner()
+            .keys
+            .into_iter()
+            .map(description_from_wire)
+            .collect()
+    }
+
+    async fn describe_key(&self, reference: &str) -> Result<KeyDescription, BackendError> {
+        let response = self
+            .client
+            .clone()
+            .describe_key(wire::DescribeKeyRequest {
+                reference: reference.to_string(),
+            })
+            .await
+            .map_err(|s| status_to_backend_error(&s))?;
+        description_from_wire(response.into_inner())
+    }
+
+    async fn sign(
+        &self,
+        reference: &str,
+        algorithm: SignatureAlgorithm,
+        input: SignInput<'_>,
+    ) -> Result<Signature, BackendError> {
+        let input = match input {
+            SignInput::Digest(digest) => wire::sign_request::Input::Digest(digest.to_vec()),
+            SignInput::Message(message) => wire::sign_request::Input::Message(message.to_vec()),
+        };
+        let response = self
+            .client
+            .clone()
+            .sign(wire::SignRequest {
+                reference: reference.to_string(),
+                algorithm: api::SignatureAlgorithm::from(algorithm) as i32,
+                input: Some(input),
+            })
+            .await
+            .map_err(|s| status_to_backend_error(&s))?
+            .into_inner();
+        Ok(Signature {
+            bytes: response.signature,
+            ecdsa_format: format_from_wire(response.ecdsa_format),
+            key_version: Some(response.key_version).filter(|v| !v.is_empty()),
+        })
+    }
+
+    async fn generate_key(
+        &self,
+        name: &str,
+        spec: KeySpec,
+    ) -> Result<KeyDescription, BackendError> {
+        let response = self
+            .client
+            .clone()
+            .generate_key(wire::GenerateKeyRequest {
+                name: name.to_string(),
+                spec: api::KeySpec::from(spec) as i32,
+            })
+            .await
+            .map_err(|s| status_to_backend_error(&s))?;
+        description_from_wire(response.into_inner())
+    }
+}
