@@ -50,7 +50,7 @@ impl Authenticator {
         } else {
             tracing::warn!(uid = caller.uid, pid = ?caller.pid, "refused a caller whose uid is not allowed");
             Err(AgentError::PermissionDenied(format!(
-                "uid {} may not use this agent (it serves uid {}{}); add the uid to allow_uids in the daemon's config to allow it",
+                "permission denied: uid {} may not use this agent (it serves uid {}{}); add the uid to allow_uids in the daemon's config to allow it",
                 caller.uid,
                 self.own_uid,
                 if self.allowed.is_empty() {

@@ -129,8 +129,17 @@ fn verify_p521(spki_der: &[u8], digest: &[u8], signature: &[u8], der: bool) -> R
     } else {
         p521::ecdsa::Signature::from_slice(signature).map_err(|_| invalid())?
     };
-    key.verify_prehash(digest, &signature)
-        .map_err(|_| invalid())
+    // RustCrypto refuses a prehash shorter than half the field (33 bytes for P-521), so a
+    // SHA-256 digest is left-padded to the field size: the same integer (bits2int) that
+    // OpenSSL and FIPS 186 use, since the digest is shorter than the group order.
+    let mut padded = [0u8; 66];
+    let prehash = if digest.len() < padded.len() / 2 {
+        padded[66 - digest.len()..].copy_from_slice(digest);
+        &padded[..]
+    } else {
+        digest
+    };
+    key.verify_prehash(prehash, &signature).map_err(|_| invalid())
 }
 
 fn verify_rsa(
