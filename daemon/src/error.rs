@@ -75,6 +75,7 @@ pub fn to_status(error: &AgentError) -> Status {
             BackendError::InvalidInput(_) => Code::InvalidArgument,
             BackendError::PermissionDenied(_) => Code::PermissionDenied,
             BackendError::Unavailable { .. } => Code::Unavailable,
+            BackendError::Timeout(_) => Code::DeadlineExceeded,
             _ => Code::Internal,
         },
         AgentError::BadSignature { .. } | AgentError::Internal(_) => Code::Internal,
