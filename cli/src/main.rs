@@ -1,1 +1,78 @@
-fn main() {}
+//! `keyward`: the command-line client of the keyward signing agent.
+//!
+//! It lists keys, prints public keys, signs and verifies, always through `keywardd`: the private
+//! keys stay in the agent. Every command is one module under [`cmd`]; [`output`] holds the error
+//! type, the exit codes and the helpers that write results.
+//!
+//! Exit codes: 0 success, 1 `keyward verify` found the signature invalid, 2 any error (printed as
+//! one `keyward: error: ...` line on stderr).
+
+mod cmd;
+mod output;
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::output::Failure;
+
+const AFTER_HELP: &str = "\
+The agent's socket is --socket, else $KEYWARD_SOCK, else $XDG_RUNTIME_DIR/keyward/agent.sock
+(or /tmp/keyward-<uid>/agent.sock when XDG_RUNTIME_DIR is unset).
+
+Exit status: 0 on success, 1 when `keyward verify` finds the signature invalid, 2 on errors.
+
+Examples:
+  keyward keys list
+  keyward keys generate --backend local --type ec-p256 release
+  keyward pubkey release > release.pub.pem
+  keyward sign --key release --input app.tar.gz --output app.tar.gz.sig
+  keyward verify --key release --input app.tar.gz --signature app.tar.gz.sig
+  openssl dgst -sha256 -verify release.pub.pem -signature app.tar.gz.sig app.tar.gz";
+
+/// Sign with keys held by the keyward agent (keywardd); private keys never leave it.
+#[derive(Debug, Parser)]
+#[command(name = "keyward", version, after_help = AFTER_HELP, arg_required_else_help = true)]
+struct Cli {
+    /// The agent's Unix socket [default: $KEYWARD_SOCK, else the agent's default socket]
+    #[arg(long, global = true, value_name = "PATH")]
+    socket: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: cmd::Command,
+}
+
+impl Cli {
+    /// `--socket`, else a non-empty `$KEYWARD_SOCK`, else the SDK's default path.
+    fn socket_path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .or_else(|| {
+                std::env::var_os(keyward_sdk::SOCKET_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
+            .unwrap_or_else(keyward_sdk::default_socket_path)
+    }
+}
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => output::exit_on_usage_error(error),
+    };
+    let socket = cli.socket_path();
+    let code = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(cmd::run(&socket, cli.command)),
+        Err(error) => Err(Failure::new(format!(
+            "cannot start the async runtime: {error}"
+        ))),
+    };
+    match code {
+        Ok(code) => output::exit(code),
+        Err(failure) => failure.exit(),
+    }
+}

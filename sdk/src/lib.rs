@@ -28,6 +28,7 @@
 
 mod client;
 mod error;
+pub mod jwk;
 mod socket;
 pub mod verify;
 

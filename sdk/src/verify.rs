@@ -139,7 +139,8 @@ fn verify_p521(spki_der: &[u8], digest: &[u8], signature: &[u8], der: bool) -> R
     } else {
         digest
     };
-    key.verify_prehash(prehash, &signature).map_err(|_| invalid())
+    key.verify_prehash(prehash, &signature)
+        .map_err(|_| invalid())
 }
 
 fn verify_rsa(

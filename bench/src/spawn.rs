@@ -1,0 +1,185 @@
+//! A private `keywardd` for the benchmark: its own temporary directory, config, socket and keys.
+
+use std::fs::DirBuilder;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use keyward_sdk::Client;
+use tempfile::TempDir;
+
+/// How long the daemon gets to start answering.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long it gets to stop after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running private daemon; stopped (and its directory removed) when dropped.
+#[derive(Debug)]
+pub struct PrivateDaemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    log: PathBuf,
+    // Held for its Drop, which removes the directory.
+    _dir: TempDir,
+}
+
+impl PrivateDaemon {
+    /// Starts `keywardd` (next to this executable) with a `local` backend in a temporary
+    /// directory, and waits until it answers.
+    pub async fn start() -> Result<(PrivateDaemon, Client)> {
+        let exe = std::env::current_exe()
+            .context("cannot find this executable")?
+            .with_file_name("keywardd");
+        if !exe.is_file() {
+            bail!(
+                "{} does not exist: build it with `cargo build --release -p keyward-daemon` (it must sit next to keyward-bench)",
+                exe.display()
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("keyward-bench-")
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let root = dir.path();
+        for sub in ["state", "keys"] {
+            DirBuilder::new()
+                .mode(0o700)
+                .create(root.join(sub))
+                .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
+        }
+        let socket = root.join("agent.sock");
+        let config = root.join("keywardd.toml");
+        std::fs::write(&config, config_text(root))
+            .with_context(|| format!("cannot write {}", config.display()))?;
+        let log = root.join("keywardd.log");
+        let log_file = std::fs::File::create(&log)
+            .with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new(&exe)
+            .arg("--config")
+            .arg(&config)
+            .env("KEYWARD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .spawn()
+            .with_context(|| format!("cannot start {}", exe.display()))?;
+        let mut daemon = PrivateDaemon {
+            child: Some(child),
+            socket,
+            log,
+            _dir: dir,
+        };
+        let client = daemon.wait_until_ready().await?;
+        Ok((daemon, client))
+    }
+
+    /// The socket the daemon listens on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    async fn wait_until_ready(&mut self) -> Result<Client> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "keywardd exited during start-up ({status}); its log:\n{}",
+                    self.log_text()
+                );
+            }
+            let last_error = match Client::connect(&self.socket).await {
+                Ok(client) => match client.list_keys().await {
+                    Ok(_) => return Ok(client),
+                    Err(error) => error,
+                },
+                Err(error) => error,
+            };
+            if Instant::now() >= deadline {
+                bail!(
+                    "keywardd did not answer on {} within {} s (last error: {last_error}); its log:\n{}",
+                    self.socket.display(),
+                    START_TIMEOUT.as_secs(),
+                    self.log_text()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops the daemon: SIGTERM, then SIGKILL if it has not exited after a few seconds.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let pid = rustix::process::Pid::from_child(&child);
+        if rustix::process::kill_process(pid, rustix::process::Signal::TERM).is_ok() {
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for PrivateDaemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The daemon's config: socket, state and one `local` backend, all under `root`.
+fn config_text(root: &Path) -> String {
+    let path = |name: &str| toml_string(&root.join(name).display().to_string());
+    format!(
+        "socket = {}\nstate_dir = {}\n\n[[backend]]\nname = \"local\"\ntype = \"local\"\npath = {}\n",
+        path("agent.sock"),
+        path("state"),
+        path("keys"),
+    )
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_names_everything_under_root() {
+        let text = config_text(Path::new("/tmp/kb \"x\""));
+        assert_eq!(
+            text,
+            "socket = \"/tmp/kb \\\"x\\\"/agent.sock\"\nstate_dir = \"/tmp/kb \\\"x\\\"/state\"\n\n\
+             [[backend]]\nname = \"local\"\ntype = \"local\"\npath = \"/tmp/kb \\\"x\\\"/keys\"\n"
+        );
+    }
+}
