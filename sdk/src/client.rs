@@ -1,6 +1,9 @@
 //! The agent client: connect, list keys, get public keys, sign, generate keys.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use keyward_proto::v1::key_admin_client::KeyAdminClient;
 use keyward_proto::v1::sign_request::Input;
@@ -20,7 +23,12 @@ pub struct Client {
     signer: SignerClient<Channel>,
     admin: KeyAdminClient<Channel>,
     socket: PathBuf,
+    /// Each key's default algorithm, learned once: it never changes for a key.
+    default_algorithms: Arc<Mutex<HashMap<String, SignatureAlgorithm>>>,
 }
+
+/// How long to wait for the socket to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A public key and what comes with it.
 #[derive(Clone, Debug)]
@@ -73,6 +81,7 @@ impl Client {
         let connect_to = socket.clone();
         // The URI is required by the API but unused: every connection goes to the socket.
         let channel = Endpoint::from_static("http://keyward.invalid")
+            .connect_timeout(CONNECT_TIMEOUT)
             .connect_with_connector(tower::service_fn(move |_: Uri| {
                 let path = connect_to.clone();
                 async move {
@@ -83,12 +92,13 @@ impl Client {
             .await
             .map_err(|e| Error::Connect {
                 socket: socket.clone(),
-                reason: root_cause(&e),
+                reason: connect_reason(&e),
             })?;
         Ok(Client {
             signer: SignerClient::new(channel.clone()).max_decoding_message_size(64 << 20),
             admin: KeyAdminClient::new(channel),
             socket,
+            default_algorithms: Arc::default(),
         })
     }
 
@@ -171,12 +181,29 @@ impl Client {
     }
 
     /// The algorithm the agent uses for `key_id` when none is asked for.
+    /// The first call asks the agent; later calls for the same key are answered from memory.
     pub async fn default_algorithm(&self, key_id: &str) -> Result<SignatureAlgorithm, Error> {
+        if let Some(known) = self.cached_default(key_id) {
+            return Ok(known);
+        }
         let key = self.public_key(key_id).await?;
-        key.info.algorithms().next().ok_or_else(|| Error::Agent {
+        let algorithm = key.info.algorithms().next().ok_or_else(|| Error::Agent {
             code: tonic::Code::Internal,
             message: format!("the agent lists no algorithm for key {key_id:?}"),
-        })
+        })?;
+        self.default_algorithms
+            .lock()
+            .expect("default algorithm cache")
+            .insert(key_id.to_string(), algorithm);
+        Ok(algorithm)
+    }
+
+    fn cached_default(&self, key_id: &str) -> Option<SignatureAlgorithm> {
+        self.default_algorithms
+            .lock()
+            .expect("default algorithm cache")
+            .get(key_id)
+            .copied()
     }
 
     async fn sign(
@@ -235,10 +262,29 @@ impl Client {
     }
 }
 
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+/// Why connecting failed, in words: the usual causes get a plain sentence.
+fn connect_reason(error: &(dyn std::error::Error + 'static)) -> String {
     let mut cause = error;
     while let Some(next) = cause.source() {
         cause = next;
     }
-    cause.to_string()
+    if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+        match io.kind() {
+            std::io::ErrorKind::NotFound => {
+                return "no socket there (the agent is not running)".into();
+            }
+            std::io::ErrorKind::ConnectionRefused => {
+                return "nothing is listening on the socket (the agent stopped)".into();
+            }
+            std::io::ErrorKind::PermissionDenied => {
+                return "permission denied: the socket belongs to another user".into();
+            }
+            _ => {}
+        }
+    }
+    let text = cause.to_string();
+    match text.find(" (os error") {
+        Some(at) => text[..at].to_string(),
+        None => text,
+    }
 }
