@@ -44,7 +44,7 @@ pub async fn run(args: LatencyArgs) -> Result<()> {
     }
     let (mut daemon, client, backend) = if args.spawn {
         eprintln!("starting a private keywardd...");
-        let (daemon, client) = PrivateDaemon::start().await?;
+        let (daemon, client) = PrivateDaemon::start(&args.isolation).await?;
         (Some(daemon), client, "local".to_string())
     } else {
         let socket = args

@@ -72,6 +72,10 @@ pub struct LatencyArgs {
     /// The backend to create the benchmark keys in (without --spawn)
     #[arg(long, value_name = "NAME", default_value = "local")]
     pub backend: String,
+    /// With --spawn: run the local backend in the daemon ("none") or as a plugin process
+    /// ("process"), to measure the cost of isolation
+    #[arg(long, value_parser = ["none", "process"], default_value = "none", requires = "spawn")]
+    pub isolation: String,
     /// Print a JSON document instead of a Markdown table
     #[arg(long)]
     pub json: bool,

@@ -28,7 +28,7 @@ pub struct PrivateDaemon {
 impl PrivateDaemon {
     /// Starts `keywardd` (next to this executable) with a `local` backend in a temporary
     /// directory, and waits until it answers.
-    pub async fn start() -> Result<(PrivateDaemon, Client)> {
+    pub async fn start(isolation: &str) -> Result<(PrivateDaemon, Client)> {
         let exe = std::env::current_exe()
             .context("cannot find this executable")?
             .with_file_name("keywardd");
@@ -51,7 +51,7 @@ impl PrivateDaemon {
         }
         let socket = root.join("agent.sock");
         let config = root.join("keywardd.toml");
-        std::fs::write(&config, config_text(root))
+        std::fs::write(&config, config_text(root, isolation))
             .with_context(|| format!("cannot write {}", config.display()))?;
         let log = root.join("keywardd.log");
         let log_file = std::fs::File::create(&log)
@@ -144,12 +144,13 @@ impl Drop for PrivateDaemon {
 }
 
 /// The daemon's config: socket, state and one `local` backend, all under `root`.
-fn config_text(root: &Path) -> String {
+fn config_text(root: &Path, isolation: &str) -> String {
     let path = |name: &str| toml_string(&root.join(name).display().to_string());
     format!(
-        "socket = {}\nstate_dir = {}\n\n[[backend]]\nname = \"local\"\ntype = \"local\"\npath = {}\n",
+        "socket = {}\nstate_dir = {}\n\n[[backend]]\nname = \"local\"\ntype = \"local\"\nisolation = {}\npath = {}\n",
         path("agent.sock"),
         path("state"),
+        toml_string(isolation),
         path("keys"),
     )
 }
@@ -175,11 +176,11 @@ mod tests {
 
     #[test]
     fn config_names_everything_under_root() {
-        let text = config_text(Path::new("/tmp/kb \"x\""));
+        let text = config_text(Path::new("/tmp/kb \"x\""), "process");
         assert_eq!(
             text,
             "socket = \"/tmp/kb \\\"x\\\"/agent.sock\"\nstate_dir = \"/tmp/kb \\\"x\\\"/state\"\n\n\
-             [[backend]]\nname = \"local\"\ntype = \"local\"\npath = \"/tmp/kb \\\"x\\\"/keys\"\n"
+             [[backend]]\nname = \"local\"\ntype = \"local\"\nisolation = \"process\"\npath = \"/tmp/kb \\\"x\\\"/keys\"\n"
         );
     }
 }
