@@ -220,12 +220,24 @@ impl Registry {
             .remove(key_id);
     }
 
-    /// Every key of every backend. A backend that fails to list is logged and skipped, so one
+    /// Every key of every backend. Backends are asked concurrently, so a slow one costs its
+    /// own deadline, not the sum. A backend that fails to list is logged and skipped, so one
     /// broken backend does not hide the others' keys.
     pub async fn list(&self) -> Vec<Arc<ResolvedKey>> {
-        let mut keys = BTreeMap::new();
+        let mut listings = tokio::task::JoinSet::new();
         for (backend_name, backend) in &self.backends {
-            let listed = match backend.list_keys().await {
+            let (name, backend) = (backend_name.clone(), backend.clone());
+            listings.spawn(async move {
+                let listed = backend.list_keys().await;
+                (name, backend, listed)
+            });
+        }
+        let mut keys = BTreeMap::new();
+        while let Some(joined) = listings.join_next().await {
+            let Ok((backend_name, backend, listed)) = joined else {
+                continue;
+            };
+            let listed = match listed {
                 Ok(listed) => listed,
                 Err(e) => {
                     tracing::warn!(backend = %backend_name, "cannot list keys: {e}");
@@ -241,7 +253,7 @@ impl Registry {
                         .cloned()
                         .unwrap_or_else(|| format!("{backend_name}/{}", description.reference))
                 };
-                match self.remember(&id, backend_name, backend.clone(), description) {
+                match self.remember(&id, &backend_name, backend.clone(), description) {
                     Ok(key) => {
                         keys.insert(id, key);
                     }
