@@ -4,8 +4,9 @@
 //! faulty HSM, a nonce bug or a wrong RSA-PSS salt is caught in the agent, not by a verifier
 //! downstream. It also tells what kind of key an SPKI holds ([`key_spec_of_spki`]).
 
-use openssl::bn::BigNumContext;
+use openssl::bn::{BigNum, BigNumContext};
 use openssl::ec::PointConversionForm;
+use openssl::ecdsa::EcdsaSig;
 use openssl::md::{Md, MdRef};
 use openssl::nid::Nid;
 use openssl::pkey::{Id, PKey, Public};
@@ -13,7 +14,6 @@ use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Verifier};
 
-use crate::encoding::ecdsa_raw_to_der;
 use crate::{EcdsaFormat, HashAlgorithm, KeySpec, SignInput, SignatureAlgorithm};
 
 /// Why a signature did not verify.
@@ -131,10 +131,17 @@ pub fn check_input(algorithm: SignatureAlgorithm, input: &SignInput<'_>) -> Resu
 
 /// A public key parsed once and kept for verifying many signatures (the daemon keeps one per
 /// key, so the signing hot path does not parse the SPKI again).
+///
+/// ECDSA is checked with OpenSSL's ECDSA primitive on a kept `EC_KEY` (no per-call EVP context
+/// set-up, which costs more than the verification in OpenSSL 3); Ed25519 with ed25519-dalek
+/// (strict verification), which is about three times faster than OpenSSL 3.0's; RSA through an
+/// EVP context.
 #[derive(Clone)]
 pub struct PublicKeyVerifier {
     key: PKey<Public>,
     spec: KeySpec,
+    ec: Option<openssl::ec::EcKey<Public>>,
+    ed25519: Option<ed25519_dalek::VerifyingKey>,
 }
 
 impl std::fmt::Debug for PublicKeyVerifier {
@@ -151,7 +158,27 @@ impl PublicKeyVerifier {
         let key = PKey::public_key_from_der(spki_der)
             .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
         let spec = key_spec_of(&key)?;
-        Ok(PublicKeyVerifier { key, spec })
+        let ec = key.ec_key().ok();
+        let ed25519 = if spec == KeySpec::Ed25519 {
+            let raw = key
+                .raw_public_key()
+                .map_err(|e| VerifyError::BadPublicKey(e.to_string()))?;
+            let bytes: [u8; 32] = raw
+                .try_into()
+                .map_err(|_| VerifyError::BadPublicKey("an Ed25519 key is 32 bytes".into()))?;
+            Some(
+                ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+                    .map_err(|e| VerifyError::BadPublicKey(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok(PublicKeyVerifier {
+            key,
+            spec,
+            ec,
+            ed25519,
+        })
     }
 
     /// The key's spec.
@@ -179,28 +206,11 @@ impl PublicKeyVerifier {
 
         let Some(hash) = algorithm.hash() else {
             // Pure Ed25519 over the message.
-            let mut verifier =
-                Verifier::new_without_digest(key).map_err(|_| VerifyError::Invalid)?;
-            return match verifier.verify_oneshot(signature, input.bytes()) {
-                Ok(true) => Ok(()),
-                _ => Err(VerifyError::Invalid),
-            };
+            return self.verify_ed25519(input.bytes(), signature);
         };
         let digest = input.bytes();
         if algorithm.is_ecdsa() {
-            let der;
-            let der_signature = match ecdsa_format {
-                EcdsaFormat::Der => signature,
-                EcdsaFormat::Raw => {
-                    let expected = 2 * spec.ecdsa_field_len().unwrap_or(0);
-                    if signature.len() != expected {
-                        return Err(VerifyError::Invalid);
-                    }
-                    der = ecdsa_raw_to_der(signature).map_err(|_| VerifyError::Invalid)?;
-                    &der
-                }
-            };
-            return verify_pkey(key, digest, der_signature, |_| Ok(()));
+            return self.verify_ecdsa(digest, signature, ecdsa_format);
         }
         let md = message_digest(hash);
         let pss = algorithm.is_rsa_pss();
@@ -229,6 +239,52 @@ impl PublicKeyVerifier {
             }
         }
         result
+    }
+}
+
+impl PublicKeyVerifier {
+    fn verify_ed25519(&self, message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
+        if let Some(key) = &self.ed25519 {
+            let signature = ed25519_dalek::Signature::from_slice(signature)
+                .map_err(|_| VerifyError::Invalid)?;
+            return key
+                .verify_strict(message, &signature)
+                .map_err(|_| VerifyError::Invalid);
+        }
+        let mut verifier =
+            Verifier::new_without_digest(&self.key).map_err(|_| VerifyError::Invalid)?;
+        match verifier.verify_oneshot(signature, message) {
+            Ok(true) => Ok(()),
+            _ => Err(VerifyError::Invalid),
+        }
+    }
+
+    fn verify_ecdsa(
+        &self,
+        digest: &[u8],
+        signature: &[u8],
+        format: EcdsaFormat,
+    ) -> Result<(), VerifyError> {
+        let sig = match format {
+            EcdsaFormat::Der => EcdsaSig::from_der(signature).map_err(|_| VerifyError::Invalid)?,
+            EcdsaFormat::Raw => {
+                let half = self.spec.ecdsa_field_len().unwrap_or(0);
+                if signature.len() != 2 * half {
+                    return Err(VerifyError::Invalid);
+                }
+                let (r, s) = signature.split_at(half);
+                let r = BigNum::from_slice(r).map_err(|_| VerifyError::Invalid)?;
+                let s = BigNum::from_slice(s).map_err(|_| VerifyError::Invalid)?;
+                EcdsaSig::from_private_components(r, s).map_err(|_| VerifyError::Invalid)?
+            }
+        };
+        let Some(ec) = &self.ec else {
+            return Err(VerifyError::Invalid);
+        };
+        match sig.verify(digest, ec) {
+            Ok(true) => Ok(()),
+            _ => Err(VerifyError::Invalid),
+        }
     }
 }
 
@@ -265,5 +321,141 @@ pub fn message_digest(hash: HashAlgorithm) -> &'static MdRef {
         HashAlgorithm::Sha256 => Md::sha256(),
         HashAlgorithm::Sha384 => Md::sha384(),
         HashAlgorithm::Sha512 => Md::sha512(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::pkey::Private;
+    use openssl::rsa::Rsa;
+    use openssl::sign::Signer;
+
+    use super::*;
+    use crate::encoding::ecdsa_der_to_raw;
+
+    fn spki(key: &PKey<Private>) -> Vec<u8> {
+        key.public_key_to_der().unwrap()
+    }
+
+    #[test]
+    fn ecdsa_in_both_encodings_and_tampering() {
+        let group = EcGroup::from_curve_name(Nid::SECP384R1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let verifier = PublicKeyVerifier::from_spki(&spki(&key)).unwrap();
+        let digest = [7u8; 48];
+        let der = EcdsaSig::sign(&digest, &key.ec_key().unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap();
+        let raw = ecdsa_der_to_raw(&der, 48).unwrap();
+        let alg = SignatureAlgorithm::EcdsaSha384;
+        let input = SignInput::Digest(&digest);
+        verifier.verify(alg, input, &der, EcdsaFormat::Der).unwrap();
+        verifier.verify(alg, input, &raw, EcdsaFormat::Raw).unwrap();
+        let mut bad = raw.clone();
+        bad[10] ^= 1;
+        assert_eq!(
+            verifier.verify(alg, input, &bad, EcdsaFormat::Raw),
+            Err(VerifyError::Invalid)
+        );
+        assert_eq!(
+            verifier.verify(alg, input, &raw, EcdsaFormat::Der),
+            Err(VerifyError::Invalid)
+        );
+        let other = [8u8; 48];
+        assert_eq!(
+            verifier.verify(alg, SignInput::Digest(&other), &der, EcdsaFormat::Der),
+            Err(VerifyError::Invalid)
+        );
+        assert!(matches!(
+            verifier.verify(
+                SignatureAlgorithm::Ed25519,
+                SignInput::Message(b"x"),
+                &der,
+                EcdsaFormat::Der
+            ),
+            Err(VerifyError::AlgorithmMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn ed25519_and_tampering() {
+        let key = PKey::generate_ed25519().unwrap();
+        let verifier = PublicKeyVerifier::from_spki(&spki(&key)).unwrap();
+        let signature = Signer::new_without_digest(&key)
+            .unwrap()
+            .sign_oneshot_to_vec(b"message")
+            .unwrap();
+        let alg = SignatureAlgorithm::Ed25519;
+        verifier
+            .verify(
+                alg,
+                SignInput::Message(b"message"),
+                &signature,
+                EcdsaFormat::Der,
+            )
+            .unwrap();
+        assert_eq!(
+            verifier.verify(
+                alg,
+                SignInput::Message(b"massage"),
+                &signature,
+                EcdsaFormat::Der
+            ),
+            Err(VerifyError::Invalid)
+        );
+        assert!(matches!(
+            verifier.verify(
+                alg,
+                SignInput::Digest(&[0; 32]),
+                &signature,
+                EcdsaFormat::Der
+            ),
+            Err(VerifyError::BadInput(_))
+        ));
+    }
+
+    #[test]
+    fn rsa_pss_salt_length_is_named() {
+        let key = PKey::from_rsa(Rsa::generate(2048).unwrap()).unwrap();
+        let verifier = PublicKeyVerifier::from_spki(&spki(&key)).unwrap();
+        let digest = [9u8; 32];
+        let sign = |salt: RsaPssSaltlen| {
+            let mut ctx = PkeyCtx::new(&key).unwrap();
+            ctx.sign_init().unwrap();
+            ctx.set_signature_md(Md::sha256()).unwrap();
+            ctx.set_rsa_padding(Padding::PKCS1_PSS).unwrap();
+            ctx.set_rsa_mgf1_md(Md::sha256()).unwrap();
+            ctx.set_rsa_pss_saltlen(salt).unwrap();
+            let mut out = Vec::new();
+            ctx.sign_to_vec(&digest, &mut out).unwrap();
+            out
+        };
+        let alg = SignatureAlgorithm::RsaPssSha256;
+        let input = SignInput::Digest(&digest);
+        verifier
+            .verify(
+                alg,
+                input,
+                &sign(RsaPssSaltlen::DIGEST_LENGTH),
+                EcdsaFormat::Der,
+            )
+            .unwrap();
+        assert_eq!(
+            verifier.verify(
+                alg,
+                input,
+                &sign(RsaPssSaltlen::MAXIMUM_LENGTH),
+                EcdsaFormat::Der
+            ),
+            Err(VerifyError::WrongPssSaltLength(32))
+        );
+        let mut bad = sign(RsaPssSaltlen::DIGEST_LENGTH);
+        bad[0] ^= 0x40;
+        assert_eq!(
+            verifier.verify(alg, input, &bad, EcdsaFormat::Der),
+            Err(VerifyError::Invalid)
+        );
     }
 }

@@ -2,6 +2,7 @@
 
 use keyward_plugin_api::verify::message_digest;
 use keyward_plugin_api::{BackendError, EcdsaFormat, SignInput, Signature, SignatureAlgorithm};
+use openssl::ecdsa::EcdsaSig;
 use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Signer};
@@ -28,6 +29,12 @@ pub(crate) fn sign(
         (None, SignInput::Message(message)) => Signer::new_without_digest(&key.private)
             .and_then(|mut signer| signer.sign_oneshot_to_vec(message))
             .map_err(failed)?,
+        (Some(_), SignInput::Digest(digest)) if algorithm.is_ecdsa() && key.ec.is_some() => {
+            let ec = key.ec.as_ref().expect("checked by the guard");
+            EcdsaSig::sign(digest, ec)
+                .and_then(|sig| sig.to_der())
+                .map_err(failed)?
+        }
         (Some(hash), SignInput::Digest(digest)) => {
             let mut ctx = PkeyCtx::new(&key.private).map_err(failed)?;
             ctx.sign_init().map_err(failed)?;
