@@ -185,7 +185,9 @@ async fn serve(
         pid = std::process::id(),
         "keywardd ready"
     );
-    registry.check_named_keys().await;
+    // Check configured keys in the background: a slow backend must not delay serving.
+    let checking = registry.clone();
+    tokio::spawn(async move { checking.check_named_keys().await });
 
     let mut stopping = stop_rx;
     let drain_deadline = async move {
