@@ -60,9 +60,15 @@ pub struct LaunchSpec {
 
 #[derive(Debug, Clone)]
 enum State {
-    Starting,
+    /// Launching; `after` is why the previous run ended, if there was one.
+    Starting {
+        after: Option<String>,
+    },
     Running(RemoteBackend),
-    Down { reason: String, retry_at: Instant },
+    Down {
+        reason: String,
+        retry_at: Instant,
+    },
 }
 
 #[derive(Debug)]
@@ -140,7 +146,7 @@ impl PluginBackend {
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let shared = Arc::new(Shared {
             spec,
-            state: Mutex::new(State::Starting),
+            state: Mutex::new(State::Starting { after: None }),
             kill: Notify::new(),
             stop,
             stderr_tail: Mutex::new(VecDeque::new()),
@@ -155,7 +161,7 @@ impl PluginBackend {
         while Instant::now() < deadline {
             if !matches!(
                 *self.shared.state.lock().expect("plugin state"),
-                State::Starting
+                State::Starting { .. }
             ) {
                 return;
             }
@@ -193,11 +199,17 @@ impl PluginBackend {
     fn remote(&self) -> Result<RemoteBackend, BackendError> {
         match &*self.shared.state.lock().expect("plugin state") {
             State::Running(remote) => Ok(remote.clone()),
-            State::Starting => Err(BackendError::Unavailable {
-                message: format!(
-                    "plugin {:?} is starting; try again in a moment",
-                    self.name()
-                ),
+            State::Starting { after } => Err(BackendError::Unavailable {
+                message: match after {
+                    Some(reason) => format!(
+                        "plugin {:?} is restarting (it was down: {reason}); try again in a moment",
+                        self.name()
+                    ),
+                    None => format!(
+                        "plugin {:?} is starting; try again in a moment",
+                        self.name()
+                    ),
+                },
                 retry_after: Some(Duration::from_millis(200)),
             }),
             State::Down { reason, retry_at } => {
@@ -309,7 +321,14 @@ async fn supervise(shared: Arc<Shared>) {
             return;
         }
         generation += 1;
-        *shared.state.lock().expect("plugin state") = State::Starting;
+        {
+            let mut state = shared.state.lock().expect("plugin state");
+            let after = match &*state {
+                State::Down { reason, .. } => Some(reason.clone()),
+                _ => None,
+            };
+            *state = State::Starting { after };
+        }
         let started = Instant::now();
         let reason = match launch(&shared, generation).await {
             Ok((mut child, remote)) => {
@@ -400,6 +419,8 @@ async fn stop_child(name: &str, child: &mut Child) {
 /// Starts the process, feeds it its settings, waits for the handshake and connects.
 async fn launch(shared: &Arc<Shared>, generation: u64) -> Result<(Child, RemoteBackend), String> {
     let spec = &shared.spec;
+    // Error messages quote this launch's stderr only.
+    shared.stderr_tail.lock().expect("stderr tail").clear();
     let socket = spec
         .socket_dir
         .join(format!("{}-{generation}.sock", spec.name));
@@ -454,11 +475,22 @@ async fn launch(shared: &Arc<Shared>, generation: u64) -> Result<(Child, RemoteB
         }
         Ok(Ok(Some(line))) => line,
         Ok(Ok(None)) | Ok(Err(_)) => {
-            let _ = child.start_kill();
-            return Err(format!(
-                "it closed its stdout without a handshake{}",
-                stderr_hint(shared)
-            ));
+            // Closed stdout usually means the process is exiting: report how it ended.
+            let status = tokio::time::timeout(Duration::from_millis(500), child.wait()).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Err(match status {
+                Ok(Ok(status)) => format!(
+                    "it exited ({status}) before its handshake{}",
+                    stderr_hint(shared)
+                ),
+                _ => {
+                    let _ = child.start_kill();
+                    format!(
+                        "it closed its stdout without a handshake{}",
+                        stderr_hint(shared)
+                    )
+                }
+            });
         }
     };
     if line.trim_end() != HANDSHAKE_LINE {
