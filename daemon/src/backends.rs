@@ -19,6 +19,10 @@ pub fn known_types() -> Vec<&'static str> {
     [
         #[cfg(feature = "local")]
         "local",
+        #[cfg(feature = "pkcs11")]
+        "pkcs11",
+        #[cfg(feature = "vault")]
+        "vault",
     ]
     .into_iter()
     .collect()
@@ -28,7 +32,8 @@ pub fn known_types() -> Vec<&'static str> {
 /// or talk to card readers will default to `Process`.
 fn default_isolation(backend_type: &str) -> Isolation {
     match backend_type {
-        "external" => Isolation::Process,
+        // A PKCS#11 module is foreign C code that can crash or hang: keep it out of the daemon.
+        "external" | "pkcs11" => Isolation::Process,
         _ => Isolation::None,
     }
 }
@@ -48,6 +53,14 @@ pub fn check(config: &BackendConfig) -> Result<(), ConfigError> {
         "local" => config
             .settings::<keyward_plugin_local::LocalSettings>()
             .map(drop),
+        #[cfg(feature = "pkcs11")]
+        "pkcs11" => config
+            .settings::<keyward_plugin_pkcs11::Pkcs11Settings>()
+            .map(drop),
+        #[cfg(feature = "vault")]
+        "vault" => config
+            .settings::<keyward_plugin_vault::VaultSettings>()
+            .map(drop),
         "external" => Ok(()),
         _ => Err(unknown_type(config)),
     }
@@ -61,6 +74,20 @@ fn build_in_process(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigEr
             let settings: keyward_plugin_local::LocalSettings = config.settings()?;
             let backend =
                 keyward_plugin_local::LocalBackend::new(settings).map_err(|e| config.error(e))?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(feature = "pkcs11")]
+        "pkcs11" => {
+            let settings: keyward_plugin_pkcs11::Pkcs11Settings = config.settings()?;
+            let backend =
+                keyward_plugin_pkcs11::Pkcs11Backend::new(settings).map_err(|e| config.error(e))?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(feature = "vault")]
+        "vault" => {
+            let settings: keyward_plugin_vault::VaultSettings = config.settings()?;
+            let backend =
+                keyward_plugin_vault::VaultBackend::new(settings).map_err(|e| config.error(e))?;
             Ok(Arc::new(backend))
         }
         _ => Err(unknown_type(config)),
@@ -144,7 +171,12 @@ fn launch_spec(config: &BackendConfig, context: &PluginContext) -> Result<Launch
 /// The plugin's whole environment: a fixed PATH, HOME, KEYWARD_LOG, the variables its `*_env`
 /// settings name and those its `env` list names. Nothing else of the daemon's environment.
 fn plugin_env(config: &BackendConfig) -> Vec<(OsString, OsString)> {
-    let mut names: Vec<String> = vec!["HOME".into(), "KEYWARD_LOG".into()];
+    // CREDENTIALS_DIRECTORY: systemd credentials (`*_credential` settings) must reach plugins.
+    let mut names: Vec<String> = vec![
+        "HOME".into(),
+        "KEYWARD_LOG".into(),
+        "CREDENTIALS_DIRECTORY".into(),
+    ];
     names.extend(
         config
             .settings

@@ -8,7 +8,10 @@
 pub mod cli;
 pub mod conformance;
 mod daemon;
+pub mod openbao;
+pub mod plugins;
 mod process;
+pub mod softhsm;
 
 use std::ffi::OsStr;
 use std::io::Read;

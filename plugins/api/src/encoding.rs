@@ -44,7 +44,7 @@ pub fn ecdsa_der_to_raw(der: &[u8], field_len: usize) -> Result<Vec<u8>, Encodin
 
 /// Converts `r || s` (two halves of equal length) to a DER `ECDSA-Sig-Value`.
 pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, EncodingError> {
-    if raw.is_empty() || raw.len() % 2 != 0 {
+    if raw.is_empty() || !raw.len().is_multiple_of(2) {
         return Err(EncodingError("r || s must have an even, non-zero length"));
     }
     let (r, s) = raw.split_at(raw.len() / 2);

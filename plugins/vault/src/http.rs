@@ -1,0 +1,476 @@
+//! The HTTP side of the Vault API: one request with retries, and what its failures mean.
+//!
+//! - Every request has a 10 s timeout (5 s to connect). Connection failures, 429 and 5xx
+//!   answers are tried again twice, after a jittered backoff, as long as the call's 20 s budget
+//!   allows; a sealed Vault is not retried, it will not unseal itself in a second.
+//! - Failures become [`BackendError`]s that say what to do: a 403 names the policy path and
+//!   capability that is missing, a sealed Vault says so, an unreachable one names its address.
+//! - Tokens travel only in the `X-Vault-Token` header, marked sensitive; URLs hold paths and
+//!   key names only, so error texts (which may quote a URL) never hold a secret.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use keyward_plugin_api::{BackendError, Secret};
+use reqwest::header::{HeaderValue, RETRY_AFTER};
+use serde_json::Value;
+
+/// The timeout of one HTTP request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The timeout of a TCP + TLS connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one call may spend on retries in total.
+const CALL_BUDGET: Duration = Duration::from_secs(20);
+/// Tries per call for failures that may pass (the first try included).
+const TRIES: u32 = 3;
+/// The first backoff; it doubles, with ±50 % jitter.
+const BACKOFF: Duration = Duration::from_millis(200);
+
+/// The HTTP verbs the Vault API uses here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verb {
+    /// GET: read.
+    Get,
+    /// LIST: list (sent as GET with `?list=true`, which every proxy passes).
+    List,
+    /// POST: create, update, sign, login.
+    Post,
+}
+
+/// A failed request, before it is given a meaning.
+#[derive(Debug)]
+pub enum CallError {
+    /// No HTTP answer: connect failure, timeout, TLS failure.
+    Transport {
+        /// The error and its causes, joined.
+        message: String,
+        /// Whether the request timed out.
+        timeout: bool,
+    },
+    /// Vault answered with an error status.
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// Vault's `errors` list.
+        errors: Vec<String>,
+        /// The `Retry-After` hint of a 429 or 503.
+        retry_after: Option<Duration>,
+    },
+    /// Vault answered 2xx with a body that is not JSON.
+    Decode(String),
+}
+
+impl CallError {
+    /// Whether Vault answered `status`.
+    pub fn is_status(&self, want: u16) -> bool {
+        matches!(self, CallError::Status { status, .. } if *status == want)
+    }
+
+    /// Vault's error texts joined, or the transport error.
+    pub fn text(&self) -> String {
+        match self {
+            CallError::Transport { message, .. } | CallError::Decode(message) => message.clone(),
+            CallError::Status { status, errors, .. } => {
+                let errors: Vec<String> = errors
+                    .iter()
+                    .map(|e| {
+                        e.replace("1 error occurred:", "")
+                            .replace(['\n', '\t'], " ")
+                    })
+                    .map(|e| e.trim().trim_start_matches("* ").trim().to_string())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                if errors.is_empty() {
+                    format!("HTTP {status}")
+                } else {
+                    format!("HTTP {status}: {}", errors.join("; "))
+                }
+            }
+        }
+    }
+
+    /// Whether Vault refused the request itself (4xx but 429): trying again later will not
+    /// help, unlike a transport failure, a sealed or busy server, or a 5xx.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, CallError::Status { status, .. } if (400..500).contains(status) && *status != 429)
+    }
+
+    /// Whether the server could not be used at all: no answer, or sealed.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, CallError::Transport { .. }) || self.is_sealed()
+    }
+
+    fn is_sealed(&self) -> bool {
+        matches!(self, CallError::Status { status: 503, errors, .. }
+            if errors.iter().any(|e| e.to_ascii_lowercase().contains("sealed")))
+    }
+
+    fn retryable(&self) -> bool {
+        match self {
+            CallError::Transport { timeout, .. } => !timeout,
+            CallError::Status { status, .. } => {
+                (*status == 429 || (500..600).contains(status) && *status != 501)
+                    && !self.is_sealed()
+            }
+            CallError::Decode(_) => false,
+        }
+    }
+}
+
+/// What a request was for, to explain a refusal.
+#[derive(Clone, Debug)]
+pub struct Purpose {
+    /// The policy capability it needs (`read`, `list`, `update`).
+    pub capability: &'static str,
+    /// The policy path (`transit/sign/release`).
+    pub path: String,
+    /// What was being done, for messages (`sign with transit key "release"`).
+    pub action: String,
+}
+
+impl Purpose {
+    /// A purpose for the API path `path` (the policy path is the same).
+    pub fn new(
+        capability: &'static str,
+        path: impl Into<String>,
+        action: impl Into<String>,
+    ) -> Self {
+        Purpose {
+            capability,
+            path: path.into(),
+            action: action.into(),
+        }
+    }
+}
+
+/// An HTTP client bound to one Vault server.
+#[derive(Debug)]
+pub struct Http {
+    client: reqwest::Client,
+    address: String,
+    namespace: Option<HeaderValue>,
+}
+
+impl Http {
+    /// A client for `address`, trusting only the CAs of `ca_file` when it is given.
+    pub fn new(
+        address: &str,
+        namespace: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, BackendError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .user_agent(concat!("keyward-plugin-vault/", env!("CARGO_PKG_VERSION")))
+            // A standby node redirects to the active one; never more than that.
+            .redirect(reqwest::redirect::Policy::limited(3));
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                BackendError::InvalidInput(format!("cannot read ca_file {}: {e}", path.display()))
+            })?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                BackendError::InvalidInput(format!(
+                    "ca_file {} is not a PEM certificate bundle: {e}",
+                    path.display()
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(BackendError::InvalidInput(format!(
+                    "ca_file {} holds no certificate",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_certs_only(certs);
+        }
+        let client = builder.build().map_err(|e| {
+            BackendError::Internal(format!("cannot set up the HTTP client: {}", chain(&e)))
+        })?;
+        let namespace = namespace
+            .map(|ns| {
+                HeaderValue::from_str(ns).map_err(|_| {
+                    BackendError::InvalidInput(format!("namespace {ns:?} is not a valid header"))
+                })
+            })
+            .transpose()?;
+        Ok(Http {
+            client,
+            address: address.to_string(),
+            namespace,
+        })
+    }
+
+    /// The server address, for messages.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// Sends `verb /v1/<path>` with `token` and a JSON `body`, retrying what may pass; returns
+    /// the JSON answer (`Value::Null` for 204).
+    pub async fn call(
+        &self,
+        verb: Verb,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
+        let started = Instant::now();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self.call_once(verb, path, token, body).await {
+                Ok(value) => return Ok(value),
+                Err(error) => error,
+            };
+            let backoff = jittered(BACKOFF * 2u32.pow(attempt - 1));
+            let fits = started.elapsed() + backoff + REQUEST_TIMEOUT / 2 < CALL_BUDGET;
+            if attempt >= TRIES || !error.retryable() || !fits {
+                return Err(error);
+            }
+            tracing::debug!(
+                path,
+                attempt,
+                "vault request failed, retrying in {backoff:?}: {}",
+                error.text()
+            );
+            tokio::time::sleep(backoff).await;
+        }
+    }
+
+    /// Like [`Http::call`], without retries.
+    pub async fn call_once(
+        &self,
+        verb: Verb,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&Value>,
+    ) -> Result<Value, CallError> {
+        let url = format!("{}/v1/{path}", self.address);
+        let mut request = match verb {
+            Verb::Get => self.client.get(&url),
+            Verb::List => self.client.get(format!("{url}?list=true")),
+            Verb::Post => self.client.post(&url),
+        };
+        if let Some(token) = token {
+            let mut value = HeaderValue::from_bytes(token.expose()).map_err(|_| {
+                CallError::Decode(
+                    "the Vault token holds characters that cannot be sent in a header".to_string(),
+                )
+            })?;
+            value.set_sensitive(true);
+            request = request.header("X-Vault-Token", value);
+        }
+        if let Some(namespace) = &self.namespace {
+            request = request.header("X-Vault-Namespace", namespace.clone());
+        }
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string());
+        }
+        let transport = |e: reqwest::Error| CallError::Transport {
+            timeout: e.is_timeout(),
+            message: chain(&e),
+        };
+        let response = request.send().await.map_err(transport)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let bytes = response.bytes().await.map_err(transport)?;
+        if (200..300).contains(&status) {
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(Value::Null);
+            }
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                CallError::Decode(format!(
+                    "vault answered {status} with a body that is not JSON: {e}"
+                ))
+            });
+        }
+        let errors = serde_json::from_slice::<Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("errors").cloned())
+            .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())
+            .unwrap_or_default();
+        Err(CallError::Status {
+            status,
+            errors,
+            retry_after,
+        })
+    }
+
+    /// What a failed request means for keyward.
+    pub fn error(&self, error: CallError, purpose: &Purpose) -> BackendError {
+        let address = &self.address;
+        let action = &purpose.action;
+        let text = error.text();
+        if error.is_sealed() {
+            return BackendError::unavailable(format!(
+                "vault is sealed: {address} cannot {action} until it is unsealed (bao/vault operator unseal)"
+            ));
+        }
+        match error {
+            CallError::Transport { message, timeout } => {
+                let hint = if message.to_ascii_lowercase().contains("certificate") {
+                    "; the server's TLS certificate is not trusted: set ca_file to the PEM of the CA that issued it"
+                } else if timeout {
+                    "; it did not answer in time"
+                } else {
+                    "; check that it is running and reachable"
+                };
+                BackendError::unavailable(format!(
+                    "cannot reach vault at {address} to {action}: {message}{hint}"
+                ))
+            }
+            CallError::Decode(message) => {
+                BackendError::Internal(format!("vault at {address}, {action}: {message}"))
+            }
+            CallError::Status {
+                status,
+                errors,
+                retry_after,
+            } => {
+                let lower = errors.join(" ").to_ascii_lowercase();
+                match status {
+                    403 => BackendError::PermissionDenied(format!(
+                        "vault at {address} refused to {action} ({text}): the token's policy does not allow {} on \"{}\"; grant it in the policy (or the token has expired or was revoked)",
+                        purpose.capability, purpose.path
+                    )),
+                    404 => {
+                        let hint = if lower.contains("no handler for route") {
+                            "; check `mount`: is a transit engine enabled at that path?"
+                        } else {
+                            ""
+                        };
+                        BackendError::NotFound(format!(
+                            "vault at {address} has nothing at \"{}\" ({text}): cannot {action}{hint}",
+                            purpose.path
+                        ))
+                    }
+                    400 if lower.contains("not found") || lower.contains("no existing key") => {
+                        BackendError::NotFound(format!(
+                            "vault at {address} cannot {action}: {text}"
+                        ))
+                    }
+                    400 | 405 | 413 | 422 => BackendError::InvalidInput(format!(
+                        "vault at {address} refused to {action}: {text}"
+                    )),
+                    429 | 500..=599 => BackendError::Unavailable {
+                        message: format!(
+                            "vault at {address} failed to {action} after {TRIES} tries: {text}"
+                        ),
+                        retry_after,
+                    },
+                    _ => BackendError::Internal(format!(
+                        "vault at {address} answered an unexpected status to {action}: {text}"
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// An error and its causes, `: `-joined (reqwest hides the useful part in the sources).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `base` times a random factor in [0.5, 1.5).
+fn jittered(base: Duration) -> Duration {
+    let random = RandomState::new().hash_one(Instant::now());
+    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
+    base.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16, errors: &[&str]) -> CallError {
+        CallError::Status {
+            status,
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+            retry_after: None,
+        }
+    }
+
+    fn http() -> Http {
+        Http::new("http://127.0.0.1:1", None, None).unwrap()
+    }
+
+    #[test]
+    fn statuses_get_their_meaning() {
+        let purpose = Purpose::new("update", "transit/sign/k", "sign with transit key \"k\"");
+        let denied = http().error(
+            status(403, &["1 error occurred:\n\t* permission denied\n\n"]),
+            &purpose,
+        );
+        assert!(matches!(denied, BackendError::PermissionDenied(_)));
+        let text = denied.to_string();
+        assert!(
+            text.contains("does not allow update on \"transit/sign/k\"")
+                && text.contains("permission denied"),
+            "{text}"
+        );
+        let sealed = http().error(status(503, &["Vault is sealed"]), &purpose);
+        assert!(matches!(sealed, BackendError::Unavailable { .. }));
+        assert!(sealed.to_string().contains("vault is sealed"), "{sealed}");
+        assert!(matches!(
+            http().error(status(400, &["signing key not found"]), &purpose),
+            BackendError::NotFound(_)
+        ));
+        assert!(matches!(
+            http().error(status(400, &["invalid input"]), &purpose),
+            BackendError::InvalidInput(_)
+        ));
+        assert!(matches!(
+            http().error(status(502, &[]), &purpose),
+            BackendError::Unavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn only_passing_failures_are_retried() {
+        assert!(status(429, &[]).retryable());
+        assert!(status(500, &[]).retryable());
+        assert!(!status(503, &["Vault is sealed"]).retryable());
+        assert!(!status(403, &[]).retryable());
+        assert!(!status(400, &[]).retryable());
+        let refused = CallError::Transport {
+            message: "connection refused".into(),
+            timeout: false,
+        };
+        assert!(refused.retryable());
+        let slow = CallError::Transport {
+            message: "timed out".into(),
+            timeout: true,
+        };
+        assert!(!slow.retryable());
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..100 {
+            let d = jittered(Duration::from_millis(200));
+            assert!(
+                d >= Duration::from_millis(100) && d < Duration::from_millis(300),
+                "{d:?}"
+            );
+        }
+    }
+}
