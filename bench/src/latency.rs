@@ -106,7 +106,7 @@ async fn bench_key(
     backend: &str,
     key_id: &str,
     spec: KeySpec,
-) -> Result<[Row; 2]> {
+) -> Result<Vec<Row>> {
     let key = client
         .generate_key(backend, key_id, spec)
         .await
@@ -132,7 +132,16 @@ async fn bench_key(
         sign(client, key_id, &input, &options).await?;
     }
     check_signature(client, key_id, &key.der, algorithm, &input, &options).await?;
-    let agent = measure_agent(client, key_id, &input, &options, args.count, args.clients).await?;
+    let agent = measure_agent(
+        client,
+        key_id,
+        &input,
+        &options,
+        args.count,
+        args.clients,
+        args.connection_per_client,
+    )
+    .await?;
 
     eprintln!("{}: {} signatures in-process...", spec.name(), args.count);
     let (count, warmup, floor_input) = (args.count, args.warmup, Arc::clone(&input));
@@ -150,7 +159,7 @@ async fn bench_key(
         summary,
         overhead_p50_us: overhead,
     };
-    Ok([
+    let mut rows = vec![
         row(
             Path::Agent,
             args.clients,
@@ -158,7 +167,26 @@ async fn bench_key(
             Some(agent.p50_us - floor.p50_us),
         ),
         row(Path::InProcess, 1, floor, None),
-    ])
+    ];
+    if args.ssh_agent {
+        eprintln!(
+            "{}: {} signatures through ssh-agent...",
+            spec.name(),
+            args.count
+        );
+        let ssh = crate::sshagent::SshAgent::start(spec)?;
+        let message: Vec<u8> = (0u8..64).collect();
+        let summary = ssh
+            .measure(&message, args.count, args.clients, args.warmup)
+            .await?;
+        rows.push(row(
+            Path::SshAgent,
+            args.clients,
+            summary,
+            Some(summary.p50_us - floor.p50_us),
+        ));
+    }
+    Ok(rows)
 }
 
 /// One signature through the agent.
@@ -211,12 +239,21 @@ async fn measure_agent(
     options: &Arc<SignOptions>,
     count: usize,
     clients: usize,
+    connection_per_client: bool,
 ) -> Result<Summary> {
+    let mut connections = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        connections.push(if connection_per_client {
+            Client::connect(client.socket()).await?
+        } else {
+            client.clone()
+        });
+    }
     let start = Instant::now();
     let mut tasks = JoinSet::new();
-    for task in 0..clients {
+    for (task, client) in connections.into_iter().enumerate() {
         let n = count / clients + usize::from(task < count % clients);
-        let (client, key_id) = (client.clone(), key_id.to_string());
+        let key_id = key_id.to_string();
         let (input, options) = (Arc::clone(input), Arc::clone(options));
         tasks.spawn(async move {
             let mut latencies: Vec<Duration> = Vec::with_capacity(n);

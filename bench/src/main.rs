@@ -13,6 +13,7 @@ mod floor;
 mod latency;
 mod report;
 mod spawn;
+mod sshagent;
 mod stats;
 
 use std::path::PathBuf;
@@ -76,6 +77,13 @@ pub struct LatencyArgs {
     /// ("process"), to measure the cost of isolation
     #[arg(long, value_parser = ["none", "process"], default_value = "none", requires = "spawn")]
     pub isolation: String,
+    /// Also measure OpenSSH's ssh-agent with the same key type and concurrency (one
+    /// connection per client, as ssh clients use)
+    #[arg(long)]
+    pub ssh_agent: bool,
+    /// Give each agent client its own connection instead of sharing one HTTP/2 connection
+    #[arg(long)]
+    pub connection_per_client: bool,
     /// Print a JSON document instead of a Markdown table
     #[arg(long)]
     pub json: bool,

@@ -14,6 +14,8 @@ pub enum Path {
     Agent,
     /// In this process with OpenSSL (the floor).
     InProcess,
+    /// Through OpenSSH's ssh-agent (the baseline), one connection per client.
+    SshAgent,
 }
 
 impl Path {
@@ -21,6 +23,7 @@ impl Path {
         match self {
             Path::Agent => "agent",
             Path::InProcess => "in-process",
+            Path::SshAgent => "ssh-agent",
         }
     }
 }
