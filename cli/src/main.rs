@@ -28,7 +28,9 @@ Examples:
   keyward pubkey release > release.pub.pem
   keyward sign --key release --input app.tar.gz --output app.tar.gz.sig
   keyward verify --key release --input app.tar.gz --signature app.tar.gz.sig
-  openssl dgst -sha256 -verify release.pub.pem -signature app.tar.gz.sig app.tar.gz";
+  openssl dgst -sha256 -verify release.pub.pem -signature app.tar.gz.sig app.tar.gz
+  keyward cert issue --key release --subject \"C=US,ST=WA,O=Example,CN=release\"
+  keyward notation install";
 
 /// Sign with keys held by the keyward agent (keywardd); private keys never leave it.
 #[derive(Debug, Parser)]
@@ -62,7 +64,10 @@ fn main() {
         Err(error) => output::exit_on_usage_error(error),
     };
     let socket = cli.socket_path();
-    let code = match tokio::runtime::Builder::new_current_thread()
+    // Multi-thread (one worker): rcgen signs certificates synchronously, and the SDK bridges
+    // that to the agent with block_in_place, which a current-thread runtime cannot do.
+    let code = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
     {

@@ -1,4 +1,4 @@
-//! The `keyward.v1.KeyAdmin` service: create keys.
+//! The `keyward.v1.KeyAdmin` service: create keys, attach certificate chains to them.
 
 use std::sync::Arc;
 
@@ -54,6 +54,30 @@ impl KeyAdmin for AdminService {
             key: Some(key_info(&key)),
             public_key_der: public.public_key_der,
             public_key_pem: public.public_key_pem,
+        }))
+    }
+
+    async fn attach_certificate_chain(
+        &self,
+        request: Request<v1::AttachCertificateChainRequest>,
+    ) -> Result<Response<v1::AttachCertificateChainResponse>, Status> {
+        let caller = self.auth.check(&request)?;
+        let request = request.into_inner();
+        tracing::info!(key = %request.key_id, uid = caller.uid, "attaching a certificate chain");
+        let key = match self
+            .registry
+            .attach_chain(&request.key_id, &request.certificate_chain_pem)
+            .await
+        {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(key = %request.key_id, uid = caller.uid, "certificate chain refused: {e}");
+                return Err(e.into());
+            }
+        };
+        Ok(Response::new(v1::AttachCertificateChainResponse {
+            key: Some(key_info(&key)),
+            certificate_chain: key.certificate_chain.clone(),
         }))
     }
 }

@@ -38,6 +38,8 @@ impl ConfigError {
 pub struct ConfigSource {
     name: String,
     text: String,
+    /// The config file's directory: relative paths in the config are relative to it.
+    dir: Option<PathBuf>,
 }
 
 impl ConfigSource {
@@ -50,6 +52,7 @@ impl ConfigSource {
         Ok(ConfigSource {
             name: path.display().to_string(),
             text,
+            dir: path.parent().map(Path::to_path_buf),
         })
     }
 
@@ -58,6 +61,7 @@ impl ConfigSource {
         ConfigSource {
             name: name.to_string(),
             text,
+            dir: None,
         }
     }
 
@@ -90,6 +94,7 @@ struct RawKey {
     backend: String,
     #[serde(rename = "ref")]
     reference: String,
+    certificate_chain: Option<PathBuf>,
 }
 
 /// The whole daemon configuration, validated.
@@ -155,6 +160,9 @@ pub struct KeyConfig {
     pub backend: String,
     /// The key in the backend's own words.
     pub reference: String,
+    /// `certificate_chain = "chain.pem"`: the file, and its certificates (DER, leaf first),
+    /// read and checked against the Notary rules when the config is loaded.
+    pub certificate_chain: Option<(PathBuf, Vec<Vec<u8>>)>,
 }
 
 impl BackendConfig {
@@ -320,10 +328,23 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
                 "refers to the same key as [[key]] {other:?}; give each key one id"
             )));
         }
+        let certificate_chain = match &key.certificate_chain {
+            None => None,
+            Some(file) => {
+                let path = match &source.dir {
+                    Some(dir) if file.is_relative() => dir.join(file),
+                    _ => file.clone(),
+                };
+                let chain = read_chain(&path)
+                    .map_err(|m| err(format!("certificate_chain {}: {m}", path.display())))?;
+                Some((path, chain))
+            }
+        };
         keys.push(KeyConfig {
             id: key.id,
             backend: key.backend,
             reference: key.reference,
+            certificate_chain,
         });
     }
 
@@ -346,6 +367,15 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         backends,
         keys,
     })
+}
+
+/// Reads a PEM chain file and checks it against the rules that need neither the key nor the
+/// clock (those are checked when the key is first used, and validity is logged).
+fn read_chain(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let chain = crate::certs::parse_pem_bundle(&pem).map_err(|e| e.to_string())?;
+    crate::certs::check_rules(&chain).map_err(|e| e.to_string())?;
+    Ok(chain)
 }
 
 /// A duration in seconds (integer or float), `default` when absent.

@@ -35,6 +35,10 @@ pub enum AgentError {
     /// The caller may not do this; the message says which rule refused it.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The request is well-formed but the key's state does not allow it (a certificate that
+    /// is not for the key or has expired); the message says what to change.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A backend failed; its message is wrapped with the key and backend.
     #[error("key {key_id:?} on backend {backend:?}: {source}")]
     Backend {
@@ -69,6 +73,7 @@ pub fn to_status(error: &AgentError) -> Status {
         AgentError::AlreadyExists { .. } => Code::AlreadyExists,
         AgentError::InvalidArgument(_) => Code::InvalidArgument,
         AgentError::PermissionDenied(_) => Code::PermissionDenied,
+        AgentError::FailedPrecondition(_) => Code::FailedPrecondition,
         AgentError::Backend { source, .. } => match source {
             BackendError::NotFound(_) => Code::NotFound,
             BackendError::Unsupported(_) => Code::Unimplemented,

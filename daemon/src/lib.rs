@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod auth;
 pub mod backends;
+pub mod certs;
 pub mod config;
 pub mod error;
 pub mod paths;

@@ -7,6 +7,11 @@
 //!
 //! The signing hot path takes a read lock and clones an `Arc`; backends are asked only on a
 //! cache miss.
+//!
+//! Certificate chains come from a `[[key]]`'s `certificate_chain` file or from
+//! `KeyAdmin.AttachCertificateChain` (kept in `<state_dir>/certs/`). Both are checked against
+//! the Notary rules ([`crate::certs`]) when loaded; a chain whose leaf is not the key's public
+//! key is logged and not served, so the key still signs and a new chain can be attached.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -15,6 +20,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use keyward_plugin_api::verify::PublicKeyVerifier;
 use keyward_plugin_api::{Backend, BackendError, KeyDescription, KeySpec, is_valid_key_name};
 
+use crate::certs::{self, ChainError};
 use crate::config::Config;
 use crate::error::AgentError;
 use crate::state::{CreatedKey, State};
@@ -51,6 +57,10 @@ struct Inner {
     by_reference: HashMap<(String, String), String>,
     created: Vec<CreatedKey>,
     cache: HashMap<String, Arc<ResolvedKey>>,
+    /// id -> attached certificate chain (DER, leaf first).
+    chains: HashMap<String, Vec<Vec<u8>>>,
+    /// ids whose chain comes from the config (attaching another is refused).
+    config_chains: HashMap<String, std::path::PathBuf>,
 }
 
 /// All backends and keys of a running daemon.
@@ -95,6 +105,31 @@ impl Registry {
             inner.named.insert(id, (backend, reference));
         }
         inner.created = created;
+        for (id, read) in state.load_chains() {
+            let id = chain_file_id(&id);
+            match read.and_then(|pem| {
+                let chain = certs::parse_pem_bundle(&pem).map_err(|e| e.to_string())?;
+                certs::check_rules(&chain).map_err(|e| e.to_string())?;
+                Ok(chain)
+            }) {
+                Ok(chain) => {
+                    warn_if_expired(&id, &chain);
+                    inner.chains.insert(id, chain);
+                }
+                Err(e) => tracing::warn!(
+                    key = %id,
+                    path = %state.chain_path(&chain_file_name(&id)).display(),
+                    "the stored certificate chain is not served: {e}; attach a new one with `keyward cert attach` or `keyward cert issue`"
+                ),
+            }
+        }
+        for key in &config.keys {
+            if let Some((path, chain)) = &key.certificate_chain {
+                warn_if_expired(&key.id, chain);
+                inner.chains.insert(key.id.clone(), chain.clone());
+                inner.config_chains.insert(key.id.clone(), path.clone());
+            }
+        }
         Ok(Registry {
             backends,
             inner: RwLock::new(inner),
@@ -183,6 +218,18 @@ impl Registry {
         backend: Arc<dyn Backend>,
         description: KeyDescription,
     ) -> Result<Arc<ResolvedKey>, AgentError> {
+        let certificate_chain = {
+            let inner = self.inner.read().expect("registry lock");
+            inner.chains.get(key_id).cloned().unwrap_or_default()
+        };
+        let certificate_chain = if certificate_chain.is_empty() {
+            certificate_chain
+        } else if let Err(e) = certs::check_key(&certificate_chain, &description.public_key_der) {
+            tracing::warn!(key = %key_id, backend = %backend_name, "the certificate chain is not served: {e}");
+            Vec::new()
+        } else {
+            certificate_chain
+        };
         let verifier = PublicKeyVerifier::from_spki(&description.public_key_der).map_err(|e| {
             AgentError::Internal(format!(
                 "key {key_id:?} on backend {backend_name:?}: the backend's public key is unusable: {e}"
@@ -201,7 +248,7 @@ impl Registry {
             backend,
             description,
             verifier,
-            certificate_chain: Vec::new(),
+            certificate_chain,
         });
         self.inner
             .write()
@@ -282,6 +329,60 @@ impl Registry {
         keys.into_values().collect()
     }
 
+    /// Checks `pem` (a PEM bundle, leaf first) against the key and the Notary rules, stores it
+    /// in the state directory and serves it from now on.
+    pub async fn attach_chain(
+        &self,
+        key_id: &str,
+        pem: &str,
+    ) -> Result<Arc<ResolvedKey>, AgentError> {
+        let key = self.resolve(key_id).await?;
+        let refused = |e: ChainError| {
+            let message = format!("key {key_id:?}: the certificate chain is refused: {e}");
+            match e {
+                ChainError::Invalid(_) => AgentError::InvalidArgument(message),
+                ChainError::Precondition(_) => AgentError::FailedPrecondition(message),
+            }
+        };
+        if let Some(path) = self
+            .inner
+            .read()
+            .expect("registry lock")
+            .config_chains
+            .get(key_id)
+        {
+            return Err(AgentError::FailedPrecondition(format!(
+                "key {key_id:?} takes its certificate chain from the config (certificate_chain = {:?}); replace that file or remove the setting, then restart keywardd",
+                path.display().to_string()
+            )));
+        }
+        let chain = certs::parse_pem_bundle(pem.as_bytes()).map_err(refused)?;
+        certs::check_rules(&chain).map_err(refused)?;
+        certs::check_key(&chain, &key.description.public_key_der).map_err(refused)?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        certs::check_validity(&chain, now).map_err(refused)?;
+        let _guard = self.generate_lock.lock().await;
+        self.state
+            .save_chain(&chain_file_name(key_id), &certs::to_pem(&chain))
+            .map_err(|e| {
+                AgentError::Internal(format!("key {key_id:?}: {e}; check the state directory"))
+            })?;
+        {
+            let mut inner = self.inner.write().expect("registry lock");
+            inner.chains.insert(key_id.to_string(), chain.clone());
+            inner.cache.remove(key_id);
+        }
+        tracing::info!(key = %key_id, certificates = chain.len(), "certificate chain attached");
+        self.remember(
+            key_id,
+            &key.backend_name,
+            key.backend.clone(),
+            key.description.clone(),
+        )
+    }
+
     /// Creates a key pair in `backend_name` and records `key_id` for it.
     pub async fn generate(
         &self,
@@ -347,5 +448,25 @@ impl Registry {
         }
         tracing::info!(key = %key_id, backend = %backend_name, spec = %spec, "key generated");
         self.remember(key_id, backend_name, backend, description)
+    }
+}
+
+/// The file name (without `.pem`) a key's chain is stored under: `/` (in `<backend>/<name>`
+/// ids) becomes `%2F`, which no key id contains.
+fn chain_file_name(key_id: &str) -> String {
+    key_id.replace('/', "%2F")
+}
+
+/// The key id of a stored chain's file name.
+fn chain_file_id(name: &str) -> String {
+    name.replace("%2F", "/")
+}
+
+fn warn_if_expired(key_id: &str, chain: &[Vec<u8>]) {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if let Err(e) = certs::check_validity(chain, now) {
+        tracing::warn!(key = %key_id, "{e}");
     }
 }

@@ -9,8 +9,8 @@ use keyward_proto::v1::key_admin_client::KeyAdminClient;
 use keyward_proto::v1::sign_request::Input;
 use keyward_proto::v1::signer_client::SignerClient;
 use keyward_proto::v1::{
-    GenerateKeyRequest, GetPublicKeyRequest, KeyInfo, KeySpec, ListKeysRequest, SignRequest,
-    SignatureAlgorithm, SignatureFormat,
+    AttachCertificateChainRequest, GenerateKeyRequest, GetPublicKeyRequest, KeyInfo, KeySpec,
+    ListKeysRequest, SignRequest, SignatureAlgorithm, SignatureFormat,
 };
 use tonic::transport::{Channel, Endpoint, Uri};
 
@@ -259,6 +259,34 @@ impl Client {
             certificate_chain: Vec::new(),
             openpgp_certificate: None,
         })
+    }
+}
+
+impl Client {
+    /// Attaches an X.509 certificate chain (a PEM bundle, leaf first, ending with the root) to
+    /// `key_id`. The agent checks it (the leaf is for this key, each certificate is issued by
+    /// the next, the Notary Project certificate rules, validity), stores it and returns it
+    /// from then on with the public key and every signature. Returns the key's description and
+    /// the stored chain (DER, leaf first).
+    pub async fn attach_certificate_chain(
+        &self,
+        key_id: &str,
+        chain_pem: &str,
+    ) -> Result<(KeyInfo, Vec<Vec<u8>>), Error> {
+        let response = self
+            .admin
+            .clone()
+            .attach_certificate_chain(AttachCertificateChainRequest {
+                key_id: key_id.to_string(),
+                certificate_chain_pem: chain_pem.to_string(),
+            })
+            .await?
+            .into_inner();
+        let info = response.key.ok_or_else(|| Error::Agent {
+            code: tonic::Code::Internal,
+            message: format!("the agent sent no key description for key {key_id:?}"),
+        })?;
+        Ok((info, response.certificate_chain))
     }
 }
 

@@ -31,9 +31,12 @@ mod error;
 pub mod jwk;
 mod socket;
 pub mod verify;
+pub mod x509;
 
 pub use client::{Client, PublicKey, SignOptions, Signature};
 pub use error::Error;
 pub use keyward_proto::v1::{KeyInfo, KeySpec, SignatureAlgorithm, SignatureFormat};
 pub use socket::{SOCKET_ENV, default_socket_path};
+/// The gRPC status code of an agent error ([`Error::code`]).
+pub use tonic::Code;
 pub use verify::{digest, verify_digest, verify_message};

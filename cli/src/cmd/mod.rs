@@ -1,6 +1,10 @@
 //! The subcommands, one module each, and the value parsers they share.
 
+pub mod cert;
+pub mod envelope;
 pub mod keys;
+pub mod notary;
+pub mod notation;
 pub mod pubkey;
 pub mod sign;
 pub mod verify;
@@ -27,6 +31,15 @@ pub enum Command {
     /// Check a signature locally against the key's public key
     #[command(after_help = verify::AFTER_HELP)]
     Verify(verify::VerifyArgs),
+    /// Issue, request, attach and show X.509 certificates for keys
+    #[command(subcommand, after_help = cert::AFTER_HELP)]
+    Cert(cert::CertCommand),
+    /// Notary Project signatures made offline (no registry, no notation)
+    #[command(subcommand)]
+    Notary(notary::NotaryCommand),
+    /// Set up notation to sign with agent keys (the notation-keyward plugin)
+    #[command(subcommand)]
+    Notation(notation::NotationCommand),
 }
 
 /// Runs `command` against the agent at `socket`; returns the exit code.
@@ -39,6 +52,9 @@ pub async fn run(socket: &Path, command: Command) -> Result<i32, Failure> {
         Command::Pubkey(args) => pubkey::run(socket, args).await,
         Command::Sign(args) => sign::run(socket, args).await,
         Command::Verify(args) => verify::run(socket, args).await,
+        Command::Cert(command) => cert::run(socket, command).await,
+        Command::Notary(command) => notary::run(socket, command).await,
+        Command::Notation(command) => notation::run(command),
     }
 }
 
