@@ -93,7 +93,7 @@ impl Signer for SignerService {
         let started = Instant::now();
         let request = request.into_inner();
         let key = self.registry.resolve(&request.key_id).await?;
-        let result = sign(&key, &request).await;
+        let result = sign(&self.registry, &key, &request).await;
         match &result {
             Ok(response) => tracing::info!(
                 key = %key.id,
@@ -123,7 +123,8 @@ impl Signer for SignerService {
 /// Checks the request against the key, has the backend sign, verifies the signature and
 /// encodes it as asked.
 async fn sign(
-    key: &ResolvedKey,
+    registry: &Registry,
+    key: &Arc<ResolvedKey>,
     request: &v1::SignRequest,
 ) -> Result<v1::SignResponse, AgentError> {
     let invalid =
@@ -191,6 +192,21 @@ async fn sign(
         backend: key.backend_name.clone(),
         source,
     };
+    // A backend with key versions (Vault, Azure) may sign with a version made since the key
+    // was cached (a rotation): read the key again and check the signature against the public
+    // key of the version that signed, which is also what the reply then describes.
+    let mut key = Arc::clone(key);
+    if signature.key_version.is_some() && signature.key_version != key.description.version {
+        registry.evict(&key.id);
+        let fresh = registry.resolve(&key.id).await?;
+        tracing::info!(
+            key = %key.id,
+            from = ?key.description.version,
+            to = ?fresh.description.version,
+            "the backend signed with a new key version; re-read the key"
+        );
+        key = fresh;
+    }
     key.verifier
         .verify(algorithm, input, &signature.bytes, signature.ecdsa_format)
         .map_err(bad)?;

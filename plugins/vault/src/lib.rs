@@ -23,7 +23,7 @@ pub mod settings;
 pub mod sign;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use keyward_plugin_api::{
@@ -45,8 +45,6 @@ pub struct VaultBackend {
     mount: String,
     /// Public keys of every version, by key name.
     keys: RwLock<HashMap<String, Arc<TransitKey>>>,
-    /// The version last reported to the daemon for each unpinned key name.
-    served: Mutex<HashMap<String, u32>>,
 }
 
 impl VaultBackend {
@@ -70,7 +68,6 @@ impl VaultBackend {
             auth,
             mount: settings.mount,
             keys: RwLock::new(HashMap::new()),
-            served: Mutex::new(HashMap::new()),
         })
     }
 
@@ -143,10 +140,9 @@ impl VaultBackend {
 
     fn forget(&self, name: &str) {
         self.keys.write().expect("key cache lock").remove(name);
-        self.served.lock().expect("served lock").remove(name);
     }
 
-    /// Describes `reference` from `key`, and remembers the version served for an unpinned one.
+    /// Describes `reference` from `key`: a pinned version, or the latest.
     fn describe(
         &self,
         reference: &str,
@@ -165,12 +161,6 @@ impl VaultBackend {
                     .join(", ")
             ))
         })?;
-        if parsed.version.is_none() {
-            self.served
-                .lock()
-                .expect("served lock")
-                .insert(parsed.name.clone(), version);
-        }
         Ok(KeyDescription {
             reference: reference.to_string(),
             spec: key.spec,
@@ -252,8 +242,9 @@ impl Backend for VaultBackend {
                 )));
             }
         }
-        let served = self.served.lock().expect("served lock").get(name).copied();
-        let version = parsed.version.or(served);
+        // An unpinned key signs with Vault's latest version; the signature names the version
+        // and the daemon re-reads the key when that is newer than what it knew.
+        let version = parsed.version;
         let body = sign::sign_body(key.spec, algorithm, input, version)?;
         let path = format!("{}/sign/{name}", self.mount);
         let purpose = Purpose::new("update", &path, format!("sign with transit key {name:?}"));
