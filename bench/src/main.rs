@@ -11,6 +11,7 @@
 
 mod floor;
 mod latency;
+mod pkcs11;
 mod report;
 mod spawn;
 mod sshagent;
@@ -34,6 +35,11 @@ enum Command {
     /// Sign latency through the agent vs the same signature in-process
     #[command(after_help = LATENCY_AFTER_HELP)]
     Latency(LatencyArgs),
+    /// PKCS#11 on SoftHSM2: keyward (1 and N clients) vs cryptoki directly
+    Pkcs11(pkcs11::Pkcs11Args),
+    /// (internal) the direct cryptoki series, run in a child with SOFTHSM2_CONF set
+    #[command(hide = true)]
+    Pkcs11Floor(pkcs11::FloorArgs),
 }
 
 const LATENCY_AFTER_HELP: &str = "\
@@ -89,7 +95,7 @@ pub struct LatencyArgs {
     pub json: bool,
 }
 
-fn parse_key_spec(name: &str) -> Result<KeySpec, String> {
+pub(crate) fn parse_key_spec(name: &str) -> Result<KeySpec, String> {
     KeySpec::from_name(name).ok_or_else(|| {
         format!(
             "unknown key type {name:?}; valid types: {}",
@@ -106,6 +112,8 @@ fn main() {
         .map_err(anyhow::Error::from)
         .and_then(|runtime| match cli.command {
             Command::Latency(args) => runtime.block_on(latency::run(args)),
+            Command::Pkcs11(args) => runtime.block_on(pkcs11::run(args)),
+            Command::Pkcs11Floor(args) => pkcs11::floor(args),
         });
     if let Err(error) = result {
         // Printed by hand: returning the error from main would add a backtrace under

@@ -16,6 +16,10 @@ pub enum Path {
     InProcess,
     /// Through OpenSSH's ssh-agent (the baseline), one connection per client.
     SshAgent,
+    /// cryptoki directly on one kept, logged-in session (the PKCS#11 floor).
+    Pkcs11Direct,
+    /// cryptoki opening a session and logging in for every signature.
+    Pkcs11SessionPerSign,
 }
 
 impl Path {
@@ -24,6 +28,8 @@ impl Path {
             Path::Agent => "agent",
             Path::InProcess => "in-process",
             Path::SshAgent => "ssh-agent",
+            Path::Pkcs11Direct => "cryptoki, kept session",
+            Path::Pkcs11SessionPerSign => "cryptoki, session per signature",
         }
     }
 }

@@ -15,6 +15,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long it gets to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What the private daemon serves besides its socket and state.
+#[derive(Clone, Copy, Debug)]
+pub enum Extra<'a> {
+    /// One `local` backend named "local" with this isolation.
+    Local(&'a str),
+    /// These `[[backend]]` tables, verbatim.
+    Backends(&'a str),
+}
+
 /// A running private daemon; stopped (and its directory removed) when dropped.
 #[derive(Debug)]
 pub struct PrivateDaemon {
@@ -29,6 +38,15 @@ impl PrivateDaemon {
     /// Starts `keywardd` (next to this executable) with a `local` backend in a temporary
     /// directory, and waits until it answers.
     pub async fn start(isolation: &str) -> Result<(PrivateDaemon, Client)> {
+        Self::start_with(Extra::Local(isolation), &[]).await
+    }
+
+    /// Starts `keywardd` with the `local` backend (`Extra::Local`) or with the given
+    /// `[[backend]]` tables instead, and extra environment variables.
+    pub async fn start_with(
+        extra: Extra<'_>,
+        env: &[(&str, &str)],
+    ) -> Result<(PrivateDaemon, Client)> {
         let exe = std::env::current_exe()
             .context("cannot find this executable")?
             .with_file_name("keywardd");
@@ -51,7 +69,15 @@ impl PrivateDaemon {
         }
         let socket = root.join("agent.sock");
         let config = root.join("keywardd.toml");
-        std::fs::write(&config, config_text(root, isolation))
+        let text = match extra {
+            Extra::Local(isolation) => config_text(root, isolation),
+            Extra::Backends(tables) => format!(
+                "socket = {}\nstate_dir = {}\n\n{tables}\n",
+                toml_string(&root.join("agent.sock").display().to_string()),
+                toml_string(&root.join("state").display().to_string()),
+            ),
+        };
+        std::fs::write(&config, text)
             .with_context(|| format!("cannot write {}", config.display()))?;
         let log = root.join("keywardd.log");
         let log_file = std::fs::File::create(&log)
@@ -60,6 +86,7 @@ impl PrivateDaemon {
             .arg("--config")
             .arg(&config)
             .env("KEYWARD_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)

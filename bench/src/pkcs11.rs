@@ -1,0 +1,363 @@
+//! `keyward-bench pkcs11`: signatures on SoftHSM2 through keyward (1 and N clients) against
+//! cryptoki called directly on one kept session (the floor) and against opening a session and
+//! logging in for every signature (what a naive client does).
+//!
+//! The direct measurements run in a child process of this binary (`pkcs11-floor`), because
+//! SoftHSM reads `SOFTHSM2_CONF` from the environment and this program sets no variables in
+//! its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, Result, bail};
+use clap::Args;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use cryptoki::types::AuthPin;
+use keyward_sdk::{KeySpec, SignOptions};
+
+use crate::report::{Path as RowPath, Report, Row};
+use crate::spawn::{Extra, PrivateDaemon};
+use crate::stats::Summary;
+
+const TOKEN: &str = "keyward-bench";
+const PIN: &str = "1234";
+
+/// `keyward-bench pkcs11`
+#[derive(Debug, Args)]
+pub struct Pkcs11Args {
+    /// The PKCS#11 module
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    pub module: PathBuf,
+    /// Key types: ec-p256, ec-p384, rsa-2048, ...
+    #[arg(long, value_delimiter = ',', default_value = "ec-p256,rsa-2048", value_parser = crate::parse_key_spec)]
+    pub keys: Vec<KeySpec>,
+    /// Signatures per series
+    #[arg(long, default_value_t = 5000)]
+    pub count: usize,
+    /// Signatures per series when a session is opened for each one (slow)
+    #[arg(long, default_value_t = 300)]
+    pub session_count: usize,
+    /// Concurrent clients of the agent series
+    #[arg(long, value_delimiter = ',', default_value = "1,16")]
+    pub clients: Vec<usize>,
+    /// Sessions in keyward's pool
+    #[arg(long, default_value_t = 4)]
+    pub sessions: usize,
+    /// Print JSON instead of Markdown
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keyward-bench pkcs11-floor` (internal): the direct cryptoki series, as JSON on stdout.
+#[derive(Debug, Args)]
+pub struct FloorArgs {
+    #[arg(long)]
+    module: PathBuf,
+    #[arg(long)]
+    label: String,
+    #[arg(long)]
+    rsa: bool,
+    #[arg(long)]
+    count: usize,
+    #[arg(long)]
+    session_count: usize,
+}
+
+/// Runs the PKCS#11 matrix and prints the report.
+pub async fn run(args: Pkcs11Args) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix("keyward-bench-hsm-")
+        .tempdir()?;
+    let conf = dir.path().join("softhsm2.conf");
+    std::fs::create_dir(dir.path().join("tokens"))?;
+    std::fs::write(
+        &conf,
+        format!(
+            "directories.tokendir = {}\nobjectstore.backend = file\nlog.level = ERROR\n",
+            dir.path().join("tokens").display()
+        ),
+    )?;
+    let conf_str = conf.display().to_string();
+    let status = Command::new("softhsm2-util")
+        .args([
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN,
+            "--so-pin",
+            "12345678",
+            "--pin",
+            PIN,
+        ])
+        .env("SOFTHSM2_CONF", &conf)
+        .output()
+        .context("cannot run softhsm2-util (install softhsm2)")?;
+    if !status.status.success() {
+        bail!(
+            "softhsm2-util failed: {}",
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+    let backend = format!(
+        "[[backend]]\nname = \"hsm\"\ntype = \"pkcs11\"\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KEYWARD_BENCH_PIN\"\nenv = [\"SOFTHSM2_CONF\"]\nsessions = {}\n",
+        args.sessions,
+        module = args.module.display().to_string(),
+    );
+    let (mut daemon, client) = PrivateDaemon::start_with(
+        Extra::Backends(&backend),
+        &[("SOFTHSM2_CONF", &conf_str), ("KEYWARD_BENCH_PIN", PIN)],
+    )
+    .await?;
+
+    let mut rows = Vec::new();
+    for &spec in &args.keys {
+        let label = format!("bench-{}", spec.name());
+        let key = client.generate_key("hsm", &label, spec).await?;
+        let algorithm = key
+            .info
+            .algorithms()
+            .next()
+            .context("the key lists no algorithm")?;
+        let digest = Arc::new(keyward_sdk::digest(algorithm, b"keyward-bench pkcs11")?);
+        let options = Arc::new(SignOptions {
+            algorithm: Some(algorithm),
+            ..SignOptions::default()
+        });
+        let check = client.sign_digest(&label, &digest, &options).await?;
+        keyward_sdk::verify_digest(&key.der, algorithm, &digest, &check.bytes, check.format)
+            .context("the agent's signature does not verify")?;
+
+        eprintln!(
+            "{}: direct cryptoki floor and session-per-signature...",
+            spec.name()
+        );
+        let floors = floor_in_child(
+            &args,
+            &conf,
+            &label,
+            matches!(spec, KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096),
+        )?;
+        for (path, summary) in floors {
+            rows.push(Row {
+                spec,
+                key_id: label.clone(),
+                algorithm,
+                path,
+                clients: 1,
+                summary,
+                overhead_p50_us: None,
+            });
+        }
+        let floor_p50 = rows
+            .iter()
+            .rev()
+            .find(|r| r.path == RowPath::Pkcs11Direct)
+            .map(|r| r.summary.p50_us);
+        for &clients in &args.clients {
+            eprintln!(
+                "{}: {} signatures through keyward, {clients} client(s)...",
+                spec.name(),
+                args.count
+            );
+            let summary =
+                agent_series(&client, &label, &digest, &options, args.count, clients).await?;
+            rows.push(Row {
+                spec,
+                key_id: label.clone(),
+                algorithm,
+                path: RowPath::Agent,
+                clients,
+                summary,
+                overhead_p50_us: floor_p50.map(|f| summary.p50_us - f),
+            });
+        }
+    }
+    daemon.stop();
+    let report = Report {
+        socket: daemon.socket().to_path_buf(),
+        spawned: true,
+        count: args.count,
+        clients: args.clients.iter().copied().max().unwrap_or(1),
+        warmup: 0,
+        rows,
+    };
+    let text = if args.json {
+        crate::report::json(&report)
+    } else {
+        crate::report::markdown(&report)
+    };
+    println!("{text}");
+    Ok(())
+}
+
+async fn agent_series(
+    client: &keyward_sdk::Client,
+    key_id: &str,
+    digest: &Arc<Vec<u8>>,
+    options: &Arc<SignOptions>,
+    count: usize,
+    clients: usize,
+) -> Result<Summary> {
+    for _ in 0..100 {
+        client.sign_digest(key_id, digest, options).await?;
+    }
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..clients {
+        let n = count / clients + usize::from(task < count % clients);
+        let (client, key_id, digest, options) = (
+            client.clone(),
+            key_id.to_string(),
+            Arc::clone(digest),
+            Arc::clone(options),
+        );
+        tasks.spawn(async move {
+            let mut latencies = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t0 = Instant::now();
+                client.sign_digest(&key_id, &digest, &options).await?;
+                latencies.push(t0.elapsed());
+            }
+            Ok::<_, keyward_sdk::Error>(latencies)
+        });
+    }
+    let mut latencies = Vec::with_capacity(count);
+    while let Some(result) = tasks.join_next().await {
+        latencies.extend(result??);
+    }
+    Ok(Summary::new(latencies, start.elapsed()))
+}
+
+fn floor_in_child(
+    args: &Pkcs11Args,
+    conf: &Path,
+    label: &str,
+    rsa: bool,
+) -> Result<Vec<(RowPath, Summary)>> {
+    let exe = std::env::current_exe()?;
+    let mut command = Command::new(exe);
+    command
+        .arg("pkcs11-floor")
+        .arg("--module")
+        .arg(&args.module)
+        .args(["--label", label, "--count", &args.count.to_string()])
+        .args(["--session-count", &args.session_count.to_string()])
+        .env("SOFTHSM2_CONF", conf);
+    if rsa {
+        command.arg("--rsa");
+    }
+    let output = command.output()?;
+    if !output.status.success() {
+        bail!(
+            "the floor measurement failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let value: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let summary = |name: &str| -> Result<Summary> {
+        let v = &value[name];
+        let us = |field: &str| v[field].as_f64().context("bad floor JSON");
+        Ok(Summary {
+            count: v["count"].as_u64().unwrap_or(0) as usize,
+            p50_us: us("p50_us")?,
+            p99_us: us("p99_us")?,
+            max_us: us("max_us")?,
+            mean_us: us("mean_us")?,
+            per_second: us("per_second")?,
+        })
+    };
+    Ok(vec![
+        (RowPath::Pkcs11Direct, summary("direct")?),
+        (RowPath::Pkcs11SessionPerSign, summary("session_per_sign")?),
+    ])
+}
+
+/// The child's work: sign `count` times on one kept, logged-in session, then `session_count`
+/// times opening a session and logging in for each signature.
+pub fn floor(args: FloorArgs) -> Result<()> {
+    let ctx = Pkcs11::new(&args.module)?;
+    ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))?;
+    let slot = find_slot(&ctx)?;
+    let pin = AuthPin::new(PIN.into());
+    let digest = [7u8; 32];
+    let mechanism = if args.rsa {
+        Mechanism::RsaPkcsPss(PkcsPssParams {
+            hash_alg: MechanismType::SHA256,
+            mgf: PkcsMgfType::MGF1_SHA256,
+            s_len: 32.into(),
+        })
+    } else {
+        Mechanism::Ecdsa
+    };
+    let sign_once = |session: &Session| -> Result<Duration> {
+        let key = *session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::PRIVATE_KEY),
+                Attribute::Label(args.label.clone().into_bytes()),
+            ])?
+            .first()
+            .context("the benchmark key is not on the token")?;
+        let t0 = Instant::now();
+        session.sign(&mechanism, key, &digest)?;
+        Ok(t0.elapsed())
+    };
+
+    let session = ctx.open_rw_session(slot)?;
+    session.login(UserType::User, Some(&pin))?;
+    let key = *session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(args.label.clone().into_bytes()),
+        ])?
+        .first()
+        .context("the benchmark key is not on the token")?;
+    for _ in 0..100 {
+        session.sign(&mechanism, key, &digest)?;
+    }
+    let start = Instant::now();
+    let mut direct = Vec::with_capacity(args.count);
+    for _ in 0..args.count {
+        let t0 = Instant::now();
+        session.sign(&mechanism, key, &digest)?;
+        direct.push(t0.elapsed());
+    }
+    let direct = Summary::new(direct, start.elapsed());
+    drop(session);
+
+    let start = Instant::now();
+    let mut per_sign = Vec::with_capacity(args.session_count);
+    for _ in 0..args.session_count {
+        let t0 = Instant::now();
+        let session = ctx.open_rw_session(slot)?;
+        session.login(UserType::User, Some(&pin))?;
+        sign_once(&session)?;
+        drop(session);
+        per_sign.push(t0.elapsed());
+    }
+    let per_sign = Summary::new(per_sign, start.elapsed());
+    let json = |s: &Summary| {
+        serde_json::json!({"count": s.count, "p50_us": s.p50_us, "p99_us": s.p99_us, "max_us": s.max_us,
+            "mean_us": s.mean_us, "per_second": s.per_second})
+    };
+    println!(
+        "{}",
+        serde_json::json!({"direct": json(&direct), "session_per_sign": json(&per_sign)})
+    );
+    Ok(())
+}
+
+fn find_slot(ctx: &Pkcs11) -> Result<Slot> {
+    for slot in ctx.get_slots_with_token()? {
+        if ctx.get_token_info(slot)?.label().trim_end() == TOKEN {
+            return Ok(slot);
+        }
+    }
+    bail!("no token labelled {TOKEN}")
+}
