@@ -23,6 +23,10 @@ pub fn known_types() -> Vec<&'static str> {
         "pkcs11",
         #[cfg(feature = "vault")]
         "vault",
+        #[cfg(feature = "awskms")]
+        "awskms",
+        #[cfg(feature = "azurekv")]
+        "azurekv",
     ]
     .into_iter()
     .collect()
@@ -61,6 +65,14 @@ pub fn check(config: &BackendConfig) -> Result<(), ConfigError> {
         "vault" => config
             .settings::<keyward_plugin_vault::VaultSettings>()
             .map(drop),
+        #[cfg(feature = "awskms")]
+        "awskms" => config
+            .settings::<keyward_plugin_awskms::AwsKmsSettings>()
+            .map(drop),
+        #[cfg(feature = "azurekv")]
+        "azurekv" => config
+            .settings::<keyward_plugin_azurekv::AzureKvSettings>()
+            .map(drop),
         "external" => Ok(()),
         _ => Err(unknown_type(config)),
     }
@@ -88,6 +100,20 @@ fn build_in_process(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigEr
             let settings: keyward_plugin_vault::VaultSettings = config.settings()?;
             let backend =
                 keyward_plugin_vault::VaultBackend::new(settings).map_err(|e| config.error(e))?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(feature = "awskms")]
+        "awskms" => {
+            let settings: keyward_plugin_awskms::AwsKmsSettings = config.settings()?;
+            let backend =
+                keyward_plugin_awskms::AwsKmsBackend::new(settings).map_err(|e| config.error(e))?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(feature = "azurekv")]
+        "azurekv" => {
+            let settings: keyward_plugin_azurekv::AzureKvSettings = config.settings()?;
+            let backend = keyward_plugin_azurekv::AzureKvBackend::new(settings)
+                .map_err(|e| config.error(e))?;
             Ok(Arc::new(backend))
         }
         _ => Err(unknown_type(config)),

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod conformance;
 mod daemon;
+pub mod localkms;
 pub mod notation;
 pub mod openbao;
 pub mod plugins;
