@@ -6,6 +6,7 @@
 use std::fs;
 
 use keyward_tests::cli::{assert_ok, path};
+use keyward_tests::localkms::{LocalKms, isolated_aws_env};
 use keyward_tests::notation::{Notation, Registry, Tools, digest_of, tools};
 use keyward_tests::softhsm::{self, SoftHsm};
 use keyward_tests::{TestDaemon, run_cli, stderr_text, stdout_text};
@@ -370,4 +371,44 @@ async fn softhsm_keys_sign_with_notation() {
     for image in &images {
         notation.ok(["verify", image]);
     }
+}
+
+/// An EC P-256 key held by AWS KMS (local-kms): its certificate comes from `keyward cert issue`
+/// (the TBS is signed by KMS through the agent), and notation signs and verifies with it in
+/// both envelope formats. (RSA is left out: local-kms signs PSS with the maximum salt, which
+/// keyward refuses by design.)
+#[tokio::test(flavor = "multi_thread")]
+async fn aws_kms_keys_sign_with_notation() {
+    let Some((tools, registry)) = setup() else {
+        return;
+    };
+    let Some(kms) = LocalKms::start() else {
+        return;
+    };
+    let daemon = isolated_aws_env(TestDaemon::builder().extra_toml(&kms.backend_toml("aws", "")))
+        .start()
+        .await;
+    let key = "kms-ec-p256";
+    generate(&daemon, "aws", "ec-p256", key);
+    issue(&daemon, key, Issue::SelfSigned);
+    let notation = Notation::new(&tools);
+    notation.install_plugin(&daemon);
+    notation.trust_ca("kms", &chain_pem(&daemon, key));
+    notation.add_key(key, key, daemon.socket());
+    let (_, image) = registry.push_image(key);
+    for format in ["jws", "cose"] {
+        notation.ok(["sign", "--key", key, "--signature-format", format, &image]);
+    }
+    notation.policy(&registry, &[(key, "kms", &identity(key))]);
+    notation.ok(["verify", &image]);
+    let found = signatures(&notation, &image);
+    assert_eq!(
+        found.len(),
+        2,
+        "expected a JWS and a COSE signature: {found:?}"
+    );
+    assert!(
+        found.iter().all(|(_, alg)| alg == "ECDSA-SHA-256"),
+        "{found:?}"
+    );
 }
