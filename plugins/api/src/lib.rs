@@ -13,6 +13,7 @@ mod backend;
 pub mod encoding;
 mod error;
 pub mod plugin;
+pub mod ratelimit;
 pub mod secret;
 mod types;
 pub mod verify;

@@ -27,7 +27,7 @@ use keyward_plugin_api::BackendError;
 use tokio::sync::OnceCell;
 
 use crate::error::{Failure, Purpose};
-use crate::ratelimit::RateLimiter;
+use keyward_plugin_api::ratelimit::RateLimiter;
 use crate::settings::AwsKmsSettings;
 
 /// How long a TCP + TLS connect may take.

@@ -17,14 +17,13 @@
 //! - A reference is resolved to a key ARN when the daemon describes it, and that key signs, so
 //!   a signature always matches the public key the agent serves even if the alias is moved.
 //! - Nothing talks to AWS before the first call ([`client`]); credentials come from the SDK's
-//!   default chain; requests are rate-limited ([`ratelimit`]) and retried, and failures are
+//!   default chain; requests are rate-limited (`keyward_plugin_api::ratelimit`) and retried, and failures are
 //!   explained ([`error`]).
 
 pub mod client;
 mod discovery;
 pub mod error;
 pub mod keys;
-pub mod ratelimit;
 pub mod settings;
 
 use std::collections::HashMap;

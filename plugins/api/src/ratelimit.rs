@@ -1,9 +1,9 @@
-//! A client-side token bucket: at most `rate` requests per second to KMS, with bursts of up to
-//! `burst` requests.
+//! A client-side token bucket for backends that call a rate-limited service (cloud KMS
+//! quotas): at most `rate` requests per second, with bursts of up to `burst` requests.
 //!
 //! It is the generic cell rate algorithm with reservations: each request takes the next free
 //! slot and sleeps until it comes, so a burst larger than the bucket queues (in arrival order)
-//! instead of failing, and KMS never sees more than the quota allows from this instance. A
+//! instead of failing, and the service never sees more than the quota allows from this instance. A
 //! request whose caller gives up still uses its slot, which errs on the safe side.
 
 use std::sync::Mutex;
