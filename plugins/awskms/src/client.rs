@@ -27,8 +27,8 @@ use keyward_plugin_api::BackendError;
 use tokio::sync::OnceCell;
 
 use crate::error::{Failure, Purpose};
-use keyward_plugin_api::ratelimit::RateLimiter;
 use crate::settings::AwsKmsSettings;
+use keyward_plugin_api::ratelimit::RateLimiter;
 
 /// How long a TCP + TLS connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
