@@ -25,6 +25,8 @@ pub fn known_types() -> Vec<&'static str> {
         "vault",
         #[cfg(feature = "awskms")]
         "awskms",
+        #[cfg(feature = "azurekv")]
+        "azurekv",
     ]
     .into_iter()
     .collect()
@@ -67,6 +69,10 @@ pub fn check(config: &BackendConfig) -> Result<(), ConfigError> {
         "awskms" => config
             .settings::<keyward_plugin_awskms::AwsKmsSettings>()
             .map(drop),
+        #[cfg(feature = "azurekv")]
+        "azurekv" => config
+            .settings::<keyward_plugin_azurekv::AzureKvSettings>()
+            .map(drop),
         "external" => Ok(()),
         _ => Err(unknown_type(config)),
     }
@@ -101,6 +107,13 @@ fn build_in_process(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigEr
             let settings: keyward_plugin_awskms::AwsKmsSettings = config.settings()?;
             let backend =
                 keyward_plugin_awskms::AwsKmsBackend::new(settings).map_err(|e| config.error(e))?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(feature = "azurekv")]
+        "azurekv" => {
+            let settings: keyward_plugin_azurekv::AzureKvSettings = config.settings()?;
+            let backend = keyward_plugin_azurekv::AzureKvBackend::new(settings)
+                .map_err(|e| config.error(e))?;
             Ok(Arc::new(backend))
         }
         _ => Err(unknown_type(config)),

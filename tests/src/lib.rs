@@ -9,6 +9,7 @@ pub mod cli;
 pub mod conformance;
 mod daemon;
 pub mod localkms;
+pub mod lowkey;
 pub mod notation;
 pub mod openbao;
 pub mod plugins;
