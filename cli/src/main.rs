@@ -18,7 +18,8 @@ use crate::output::Failure;
 
 const AFTER_HELP: &str = "\
 The agent's socket is --socket, else $KEYWARD_SOCK, else $XDG_RUNTIME_DIR/keyward/agent.sock
-(or /tmp/keyward-<uid>/agent.sock when XDG_RUNTIME_DIR is unset).
+(or /tmp/keyward-<uid>/agent.sock when XDG_RUNTIME_DIR is unset). A remote agent is
+--socket https://HOST:PORT with --tls-ca, --tls-cert and --tls-key (mutual TLS only).
 
 Exit status: 0 on success, 1 when `keyward verify` finds the signature invalid, 2 on errors.
 
@@ -36,9 +37,22 @@ Examples:
 #[derive(Debug, Parser)]
 #[command(name = "keyward", version, after_help = AFTER_HELP, arg_required_else_help = true)]
 struct Cli {
-    /// The agent's Unix socket [default: $KEYWARD_SOCK, else the agent's default socket]
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The agent's Unix socket, or https://HOST:PORT for its mutual-TLS listener
+    /// [default: $KEYWARD_SOCK, else the agent's default socket]
+    #[arg(long, global = true, value_name = "PATH|URL")]
     socket: Option<PathBuf>,
+
+    /// For an https:// agent: the CA certificate that issued its server certificate (PEM)
+    #[arg(long, global = true, value_name = "FILE", env = "KEYWARD_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+
+    /// For an https:// agent: this client's certificate (PEM)
+    #[arg(long, global = true, value_name = "FILE", env = "KEYWARD_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+
+    /// For an https:// agent: this client's private key (PEM)
+    #[arg(long, global = true, value_name = "FILE", env = "KEYWARD_TLS_KEY")]
+    tls_key: Option<PathBuf>,
 
     #[command(subcommand)]
     command: cmd::Command,
@@ -63,7 +77,12 @@ fn main() {
         Ok(cli) => cli,
         Err(error) => output::exit_on_usage_error(error),
     };
-    let socket = cli.socket_path();
+    let agent = cmd::Agent {
+        address: cli.socket_path(),
+        tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+    };
     // Multi-thread (one worker): rcgen signs certificates synchronously, and the SDK bridges
     // that to the agent with block_in_place, which a current-thread runtime cannot do.
     let code = match tokio::runtime::Builder::new_multi_thread()
@@ -71,7 +90,7 @@ fn main() {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(cmd::run(&socket, cli.command)),
+        Ok(runtime) => runtime.block_on(cmd::run(&agent, cli.command)),
         Err(error) => Err(Failure::new(format!(
             "cannot start the async runtime: {error}"
         ))),

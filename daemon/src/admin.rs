@@ -1,13 +1,16 @@
-//! The `keyward.v1.KeyAdmin` service: create keys, attach certificate chains to them.
+//! The `keyward.v1.KeyAdmin` service: create keys, attach certificate chains to them. Only the
+//! daemon's uid and `admin_uids` may call it; every decision goes to the audit log.
 
 use std::sync::Arc;
 
 use keyward_plugin_api::KeySpec;
 use keyward_proto::v1::key_admin_server::KeyAdmin;
 use keyward_proto::v1::{self};
+use sha2::Digest;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Authenticator;
+use crate::audit::{Auditor, CallerRecord, Record, Stage};
+use crate::auth::{Authenticator, Caller};
 use crate::error::AgentError;
 use crate::registry::Registry;
 use crate::signer::{key_info, public_key_response};
@@ -17,12 +20,69 @@ use crate::signer::{key_info, public_key_response};
 pub struct AdminService {
     registry: Arc<Registry>,
     auth: Authenticator,
+    audit: Auditor,
 }
 
 impl AdminService {
-    /// A service over `registry`, serving the callers `auth` allows.
-    pub fn new(registry: Arc<Registry>, auth: Authenticator) -> Self {
-        AdminService { registry, auth }
+    /// A service over `registry`, serving the admins `auth` allows, recording in `audit`.
+    pub fn new(registry: Arc<Registry>, auth: Authenticator, audit: Auditor) -> Self {
+        AdminService {
+            registry,
+            auth,
+            audit,
+        }
+    }
+
+    /// The caller if it may manage keys; a refusal is audited as `denied`.
+    async fn admin<T>(
+        &self,
+        request: &Request<T>,
+        record: &mut Record,
+    ) -> Result<Caller, AgentError> {
+        match self.auth.check_admin(request) {
+            Ok(caller) => {
+                if self.audit.enabled() {
+                    record.caller = CallerRecord::inspect(&caller);
+                }
+                Ok(caller)
+            }
+            Err(denied) => {
+                if self.audit.enabled()
+                    && let Some(peer) = self.auth.identify(request)
+                {
+                    record.caller = CallerRecord::inspect(&peer);
+                }
+                tracing::warn!(event = record.event, key = %record.key, "refused: {denied}");
+                let refused = record.outcome("denied", Some(denied.to_string()));
+                let _ = self.audit.record(refused, Stage::Before).await;
+                Err(denied)
+            }
+        }
+    }
+
+    /// Records an attempt (refusing when a fail-closed log cannot take it), runs `work`, and
+    /// records its outcome.
+    async fn audited<T>(
+        &self,
+        record: &Record,
+        work: impl Future<Output = Result<T, AgentError>>,
+    ) -> Result<T, AgentError> {
+        self.audit
+            .record(record.outcome("attempt", None), Stage::Before)
+            .await?;
+        match work.await {
+            Ok(done) => {
+                self.audit
+                    .record(record.outcome("ok", None), Stage::After)
+                    .await?;
+                Ok(done)
+            }
+            Err(e) => {
+                let failed = record.outcome("error", Some(e.to_string()));
+                let _ = self.audit.record(failed, Stage::After).await;
+                Err(e)
+            }
+        }
     }
 }
 
@@ -32,7 +92,13 @@ impl KeyAdmin for AdminService {
         &self,
         request: Request<v1::GenerateKeyRequest>,
     ) -> Result<Response<v1::GenerateKeyResponse>, Status> {
-        let caller = self.auth.check(&request)?;
+        let mut record = Record {
+            event: "generate_key",
+            key: request.get_ref().key_id.clone(),
+            backend: request.get_ref().backend.clone(),
+            ..Record::default()
+        };
+        let caller = self.admin(&request, &mut record).await?;
         let request = request.into_inner();
         let spec = v1::KeySpec::try_from(request.key_spec)
             .ok()
@@ -43,11 +109,25 @@ impl KeyAdmin for AdminService {
                     request.key_id,
                     KeySpec::ALL.map(|s| s.name()).join(", ")
                 ))
-            })?;
-        tracing::info!(key = %request.key_id, backend = %request.backend, %spec, uid = caller.uid, "generating a key");
+            });
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(e) => {
+                let _ = self
+                    .audit
+                    .record(record.outcome("error", Some(e.to_string())), Stage::Before)
+                    .await;
+                return Err(e.into());
+            }
+        };
+        record.key_spec = spec.name().to_string();
+        tracing::info!(key = %request.key_id, backend = %request.backend, %spec, caller = %caller, "generating a key");
         let key = self
-            .registry
-            .generate(&request.backend, &request.key_id, spec)
+            .audited(
+                &record,
+                self.registry
+                    .generate(&request.backend, &request.key_id, spec),
+            )
             .await?;
         let public = public_key_response(&key)?;
         Ok(Response::new(v1::GenerateKeyResponse {
@@ -61,17 +141,31 @@ impl KeyAdmin for AdminService {
         &self,
         request: Request<v1::AttachCertificateChainRequest>,
     ) -> Result<Response<v1::AttachCertificateChainResponse>, Status> {
-        let caller = self.auth.check(&request)?;
+        let mut record = Record {
+            event: "attach_certificate_chain",
+            key: request.get_ref().key_id.clone(),
+            digest: hex::encode(sha2::Sha256::digest(
+                request.get_ref().certificate_chain_pem.as_bytes(),
+            )),
+            ..Record::default()
+        };
+        let caller = self.admin(&request, &mut record).await?;
         let request = request.into_inner();
-        tracing::info!(key = %request.key_id, uid = caller.uid, "attaching a certificate chain");
-        let key = match self
-            .registry
-            .attach_chain(&request.key_id, &request.certificate_chain_pem)
-            .await
-        {
+        if let Ok(key) = self.registry.resolve(&request.key_id).await {
+            record.backend = key.backend_name.clone();
+        }
+        tracing::info!(key = %request.key_id, caller = %caller, "attaching a certificate chain");
+        let attached = self
+            .audited(
+                &record,
+                self.registry
+                    .attach_chain(&request.key_id, &request.certificate_chain_pem),
+            )
+            .await;
+        let key = match attached {
             Ok(key) => key,
             Err(e) => {
-                tracing::warn!(key = %request.key_id, uid = caller.uid, "certificate chain refused: {e}");
+                tracing::warn!(key = %request.key_id, caller = %caller, "certificate chain refused: {e}");
                 return Err(e.into());
             }
         };

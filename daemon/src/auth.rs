@@ -1,52 +1,144 @@
-//! Who is calling: the peer credentials of the Unix socket connection, checked on every call.
+//! Who is calling: the peer credentials of the Unix socket connection (or, on the mutual-TLS
+//! listener, the client certificate), checked on every call; and who may manage keys.
+
+use std::fmt;
 
 use tonic::Request;
 use tonic::transport::server::UdsConnectInfo;
 
 use crate::error::AgentError;
 
-/// The identity of a caller.
+/// A caller on the Unix socket, from SO_PEERCRED (taken by the kernel at connect time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Caller {
-    /// User id from SO_PEERCRED.
+pub struct LocalCaller {
+    /// User id.
     pub uid: u32,
-    /// Group id from SO_PEERCRED.
+    /// Primary group id.
     pub gid: u32,
-    /// Process id, when the kernel reports it.
+    /// Process id, when the kernel reports it (0 or absent across pid namespaces).
     pub pid: Option<i32>,
 }
 
-/// Decides which uids may call: the daemon's own, and those the config allows.
+/// A caller on the mutual-TLS listener, known by its client certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteCaller {
+    /// The certificate's identities, the primary one first: the SPIFFE ID (a `spiffe://` URI
+    /// SAN) when there is one, then `CN=<subject common name>`, other URI SANs and
+    /// `DNS:<name>` SANs.
+    pub identities: Vec<String>,
+    /// The peer's address.
+    pub address: Option<std::net::SocketAddr>,
+}
+
+impl RemoteCaller {
+    /// The primary identity (`"?"` for a certificate with none).
+    pub fn primary(&self) -> &str {
+        self.identities.first().map_or("?", String::as_str)
+    }
+
+    /// `"spiffe://x" (also "CN=y")`, for messages.
+    pub fn describe(&self) -> String {
+        match self.identities.split_first() {
+            None => "(none: the certificate has no CN, URI or DNS name)".into(),
+            Some((first, [])) => format!("{first:?}"),
+            Some((first, rest)) => {
+                let rest: Vec<String> = rest.iter().map(|r| format!("{r:?}")).collect();
+                format!("{first:?} (also {})", rest.join(", "))
+            }
+        }
+    }
+}
+
+/// The identity of a caller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// On the Unix socket.
+    Local(LocalCaller),
+    /// On the mutual-TLS listener.
+    Remote(RemoteCaller),
+}
+
+impl Caller {
+    /// The local caller's credentials, `None` for remote callers.
+    pub fn local(&self) -> Option<&LocalCaller> {
+        match self {
+            Caller::Local(local) => Some(local),
+            Caller::Remote(_) => None,
+        }
+    }
+
+    /// The key of the caller's `caller_rate_limit` bucket: `uid:<n>` or `mtls:<identity>`.
+    pub fn bucket_key(&self) -> String {
+        match self {
+            Caller::Local(local) => format!("uid:{}", local.uid),
+            Caller::Remote(remote) => format!("mtls:{}", remote.primary()),
+        }
+    }
+}
+
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Local(local) => write!(f, "uid {}", local.uid),
+            Caller::Remote(remote) => write!(f, "mTLS identity {:?}", remote.primary()),
+        }
+    }
+}
+
+/// Decides which uids may call (the daemon's own, and those the config allows) and which may
+/// manage keys (the daemon's own and `admin_uids`).
 #[derive(Clone, Debug)]
 pub struct Authenticator {
     own_uid: u32,
     allowed: Vec<u32>,
+    admins: Vec<u32>,
 }
 
 impl Authenticator {
-    /// Serves `own_uid` and `allowed`.
-    pub fn new(own_uid: u32, allowed: Vec<u32>) -> Self {
-        Authenticator { own_uid, allowed }
+    /// Serves `own_uid` and `allowed`; `own_uid` and `admins` may use `KeyAdmin`.
+    pub fn new(own_uid: u32, allowed: Vec<u32>, admins: Vec<u32>) -> Self {
+        Authenticator {
+            own_uid,
+            allowed,
+            admins,
+        }
+    }
+
+    /// Who sent `request`, whether or not it may use the agent (for the audit log of a
+    /// refusal); `None` when the connection says nothing.
+    pub fn identify<T>(&self, request: &Request<T>) -> Option<Caller> {
+        if let Some(remote) = crate::tls::remote_caller(request) {
+            return remote.ok().map(Caller::Remote);
+        }
+        let cred = request
+            .extensions()
+            .get::<UdsConnectInfo>()
+            .and_then(|info| info.peer_cred)?;
+        Some(Caller::Local(LocalCaller {
+            uid: cred.uid(),
+            gid: cred.gid(),
+            pid: cred.pid(),
+        }))
     }
 
     /// The caller of `request`, if the caller may use the agent.
     pub fn check<T>(&self, request: &Request<T>) -> Result<Caller, AgentError> {
-        let cred = request
-            .extensions()
-            .get::<UdsConnectInfo>()
-            .and_then(|info| info.peer_cred)
-            .ok_or_else(|| {
-                AgentError::PermissionDenied(
+        // A remote caller passed the TLS handshake with a certificate from client_ca; what it
+        // may do is up to the policies.
+        if let Some(remote) = crate::tls::remote_caller(request) {
+            return remote.map(Caller::Remote);
+        }
+        let caller = match self.identify(request) {
+            Some(Caller::Local(local)) => local,
+            Some(remote) => return Ok(remote),
+            None => {
+                return Err(AgentError::PermissionDenied(
                     "cannot identify the caller: the connection carries no peer credentials".into(),
-                )
-            })?;
-        let caller = Caller {
-            uid: cred.uid(),
-            gid: cred.gid(),
-            pid: cred.pid(),
+                ));
+            }
         };
         if caller.uid == self.own_uid || self.allowed.contains(&caller.uid) {
-            Ok(caller)
+            Ok(Caller::Local(caller))
         } else {
             tracing::warn!(uid = caller.uid, pid = ?caller.pid, "refused a caller whose uid is not allowed");
             Err(AgentError::PermissionDenied(format!(
@@ -56,16 +148,43 @@ impl Authenticator {
                 if self.allowed.is_empty() {
                     String::new()
                 } else {
-                    format!(
-                        " and {}",
-                        self.allowed
-                            .iter()
-                            .map(u32::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
+                    format!(" and {}", join(&self.allowed))
                 }
             )))
         }
     }
+
+    /// Like [`Authenticator::check`], for `KeyAdmin` calls: only the daemon's uid and
+    /// `admin_uids` may create keys and attach certificates; remote callers never may.
+    pub fn check_admin<T>(&self, request: &Request<T>) -> Result<Caller, AgentError> {
+        let caller = self.check(request)?;
+        match &caller {
+            Caller::Local(local)
+                if local.uid == self.own_uid || self.admins.contains(&local.uid) =>
+            {
+                Ok(caller)
+            }
+            Caller::Local(local) => Err(AgentError::PermissionDenied(format!(
+                "permission denied: uid {} may not manage keys (KeyAdmin is limited to uid {}{}); add the uid to admin_uids in the daemon's config to allow it",
+                local.uid,
+                self.own_uid,
+                if self.admins.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and admin_uids {}", join(&self.admins))
+                }
+            ))),
+            Caller::Remote(remote) => Err(AgentError::PermissionDenied(format!(
+                "permission denied: KeyAdmin is not available to remote (mTLS) callers ({} asked); manage keys on the daemon's host",
+                remote.describe()
+            ))),
+        }
+    }
+}
+
+fn join(uids: &[u32]) -> String {
+    uids.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 use keyward_plugin_api::is_valid_key_name;
 use serde::Deserialize;
 
+use crate::audit::AuditConfig;
 use crate::paths;
+use crate::policy::PolicyRules;
+use crate::tls::TlsConfig;
 
 /// A configuration error, with the file and line where it was found when known.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +85,11 @@ struct RawConfig {
     #[serde(default)]
     allow_uids: Vec<u32>,
     #[serde(default)]
+    admin_uids: Vec<u32>,
+    default_policy: Option<toml::Spanned<toml::Table>>,
+    audit: Option<toml::Spanned<toml::Table>>,
+    tls: Option<toml::Spanned<toml::Table>>,
+    #[serde(default)]
     backend: Vec<toml::Spanned<toml::Table>>,
     #[serde(default)]
     key: Vec<toml::Spanned<RawKey>>,
@@ -95,6 +103,7 @@ struct RawKey {
     #[serde(rename = "ref")]
     reference: String,
     certificate_chain: Option<PathBuf>,
+    policy: Option<toml::Spanned<toml::Table>>,
 }
 
 /// The whole daemon configuration, validated.
@@ -108,6 +117,14 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Uids besides the daemon's own that may call it.
     pub allow_uids: Vec<u32>,
+    /// Uids besides the daemon's own that may use `KeyAdmin` (generate, attach).
+    pub admin_uids: Vec<u32>,
+    /// `[default_policy]`: the policy of keys that have none of their own.
+    pub default_policy: Option<PolicyRules>,
+    /// `[audit]`: the audit log.
+    pub audit: Option<AuditConfig>,
+    /// `[tls]`: the mutual-TLS listener.
+    pub tls: Option<TlsConfig>,
     /// Backend instances, in config order.
     pub backends: Vec<BackendConfig>,
     /// Keys named in the config.
@@ -163,6 +180,8 @@ pub struct KeyConfig {
     /// `certificate_chain = "chain.pem"`: the file, and its certificates (DER, leaf first),
     /// read and checked against the Notary rules when the config is loaded.
     pub certificate_chain: Option<(PathBuf, Vec<Vec<u8>>)>,
+    /// `[key.policy]`.
+    pub policy: Option<PolicyRules>,
 }
 
 impl BackendConfig {
@@ -340,11 +359,20 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
                 Some((path, chain))
             }
         };
+        let policy = match key.policy {
+            None => None,
+            Some(table) => Some(policy_table(
+                source,
+                table,
+                &format!("[[key]] {:?}", key.id),
+            )?),
+        };
         keys.push(KeyConfig {
             id: key.id,
             backend: key.backend,
             reference: key.reference,
             certificate_chain,
+            policy,
         });
     }
 
@@ -359,14 +387,74 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         Some(dir) => dir,
         None => paths::data_dir().map_err(|m| ConfigError::at(source, None, m))?,
     };
+    let default_policy = match raw.default_policy {
+        None => None,
+        Some(table) => Some(policy_table(source, table, "[default_policy]")?),
+    };
+    let audit = match raw.audit {
+        None => None,
+        Some(table) => {
+            let line = source.line_of(table.span().start);
+            Some(
+                AuditConfig::parse(table.into_inner(), source.dir.as_deref())
+                    .map_err(|m| ConfigError::at(source, Some(line), format!("[audit]: {m}")))?,
+            )
+        }
+    };
+    let tls = match raw.tls {
+        None => None,
+        Some(table) => {
+            let line = source.line_of(table.span().start);
+            Some(
+                TlsConfig::parse(table.into_inner(), source.dir.as_deref())
+                    .map_err(|m| ConfigError::at(source, Some(line), format!("[tls]: {m}")))?,
+            )
+        }
+    };
+    let own_uid = rustix::process::getuid().as_raw();
+    if let Some(uid) = raw
+        .admin_uids
+        .iter()
+        .find(|uid| **uid != own_uid && !raw.allow_uids.contains(uid))
+    {
+        return Err(ConfigError::at(
+            source,
+            None,
+            format!(
+                "admin_uids names uid {uid}, which may not use the agent at all; add it to allow_uids too"
+            ),
+        ));
+    }
     Ok(Config {
         socket,
         socket_is_default,
         state_dir,
         allow_uids: raw.allow_uids,
+        admin_uids: raw.admin_uids,
+        default_policy,
+        audit,
+        tls,
         backends,
         keys,
     })
+}
+
+/// Parses a policy table; errors name its line and `what` (`[[key]] "id"`, `[default_policy]`).
+fn policy_table(
+    source: &ConfigSource,
+    table: toml::Spanned<toml::Table>,
+    what: &str,
+) -> Result<PolicyRules, ConfigError> {
+    let line = source.line_of(table.span().start);
+    let rules = PolicyRules::parse(table.into_inner())
+        .map_err(|m| ConfigError::at(source, Some(line), format!("{what} policy: {m}")))?;
+    if rules.allows_nobody() {
+        tracing::warn!(
+            "{} line {line}: {what} policy names no uids, gids, executables or mtls_identities, so nobody may sign with it",
+            source.name
+        );
+    }
+    Ok(rules)
 }
 
 /// Reads a PEM chain file and checks it against the rules that need neither the key nor the
@@ -425,84 +513,5 @@ fn take_string(table: &mut toml::Table, field: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse_text(text: &str) -> Result<Config, ConfigError> {
-        let overrides = Overrides {
-            socket: Some("/tmp/test.sock".into()),
-        };
-        let mut text = text.to_string();
-        if !text.contains("state_dir") {
-            text = format!("state_dir = \"/tmp/state\"\n{text}");
-        }
-        parse(&ConfigSource::text("test.toml", text), &overrides)
-    }
-
-    /// (config, Ok(()) or the text the error must contain)
-    fn check(text: &str, expect: Result<(), &str>) {
-        match (parse_text(text), expect) {
-            (Ok(_), Ok(())) => {}
-            (Err(e), Err(needle)) => {
-                let msg = e.to_string();
-                assert!(
-                    msg.contains(needle),
-                    "error {msg:?} should contain {needle:?}"
-                );
-            }
-            (got, want) => panic!("config {text:?}: got {got:?}, want {want:?}"),
-        }
-    }
-
-    #[test]
-    fn errors_name_the_line() {
-        check("", Ok(()));
-        check(
-            "[[backend]]\nname = \"a\"\ntype = \"local\"\npath = \"/x\"\n",
-            Ok(()),
-        );
-        check(
-            "sockett = \"/x\"\n",
-            Err("test.toml line 2: unknown field `sockett`"),
-        );
-        check("allow_uids = \"me\"\n", Err("line 2"));
-        check(
-            "[[backend]]\ntype = \"local\"\n",
-            Err("line 2: [[backend]]: missing `name`"),
-        );
-        check(
-            "[[backend]]\nname = \"a\"\ntype = \"local\"\n[[backend]]\nname = \"a\"\ntype = \"local\"\n",
-            Err("line 5: a second [[backend]] is named \"a\""),
-        );
-        check(
-            "[[key]]\nid = \"k\"\nbackend = \"nope\"\nref = \"x\"\n",
-            Err("line 2: [[key]] \"k\": names backend \"nope\""),
-        );
-        check(
-            "[[backend]]\nname = \"a\"\ntype = \"local\"\n[[key]]\nid = \"k\"\nbackend = \"a\"\nref = \"x\"\nextra = 1\n",
-            Err("unknown field `extra`"),
-        );
-        check(
-            "[[backend]]\nname = \"a/b\"\ntype = \"local\"\n",
-            Err("is not valid"),
-        );
-    }
-
-    #[test]
-    fn backend_settings_errors_name_the_backend_line() {
-        #[derive(Debug, Deserialize)]
-        #[serde(deny_unknown_fields)]
-        #[allow(dead_code)]
-        struct Settings {
-            path: String,
-        }
-        let config =
-            parse_text("\n[[backend]]\nname = \"a\"\ntype = \"local\"\npathh = \"/x\"\n").unwrap();
-        let err = config.backends[0]
-            .settings::<Settings>()
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("line 3"), "{err}");
-        assert!(err.contains("unknown field `pathh`"), "{err}");
-    }
-}
+#[path = "config_tests.rs"]
+mod tests;

@@ -61,6 +61,19 @@ pub enum AgentError {
         /// Why it did not verify.
         source: VerifyError,
     },
+    /// A policy's `rate_limit` or `caller_rate_limit` is exceeded; the message names the key
+    /// and the limit.
+    #[error("{message}")]
+    RateLimited {
+        /// What was exceeded and when to retry.
+        message: String,
+        /// When a token is back (sent as `retry-after-ms`).
+        retry_after: Duration,
+    },
+    /// The audit log cannot be written and `fail_closed` is set; the message says whether the
+    /// request reached the backend.
+    #[error("{0}")]
+    AuditUnavailable(String),
     /// A bug or unexpected state in the daemon.
     #[error("internal error: {0}")]
     Internal(String),
@@ -83,6 +96,8 @@ pub fn to_status(error: &AgentError) -> Status {
             BackendError::Timeout(_) => Code::DeadlineExceeded,
             _ => Code::Internal,
         },
+        AgentError::RateLimited { .. } => Code::ResourceExhausted,
+        AgentError::AuditUnavailable(_) => Code::Unavailable,
         AgentError::BadSignature { .. } | AgentError::Internal(_) => Code::Internal,
     };
     let mut status = Status::new(code, error.to_string());
@@ -96,6 +111,9 @@ pub fn to_status(error: &AgentError) -> Status {
     } = error
     {
         set_retry_after(&mut status, *after);
+    }
+    if let AgentError::RateLimited { retry_after, .. } = error {
+        set_retry_after(&mut status, *retry_after);
     }
     status
 }

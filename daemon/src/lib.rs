@@ -6,14 +6,19 @@
 //! become gRPC statuses in one place ([`error::to_status`]).
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod backends;
 pub mod certs;
 pub mod config;
 pub mod error;
+pub mod hardening;
 pub mod paths;
 pub mod plugin_host;
+pub mod policy;
+pub mod ratelimit;
 pub mod registry;
 pub mod server;
 pub mod signer;
 pub mod state;
+pub mod tls;

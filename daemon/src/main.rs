@@ -56,6 +56,8 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
+    // Before any backend reads a key, PIN or passphrase.
+    keyward_daemon::hardening::Hardening::apply().log();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,8 +14,10 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::admin::AdminService;
+use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::Config;
+use crate::policy::Policies;
 use crate::registry::Registry;
 use crate::signer::SignerService;
 use crate::{backends, paths};
@@ -151,7 +153,16 @@ async fn serve(
         .map(|(plugin, _)| plugin.wait_started(Duration::from_secs(15)));
     futures_join_all(waits).await;
     let own_uid = rustix::process::getuid().as_raw();
-    let auth = Authenticator::new(own_uid, config.allow_uids.clone());
+    let auth = Authenticator::new(
+        own_uid,
+        config.allow_uids.clone(),
+        config.admin_uids.clone(),
+    );
+    let policies = Arc::new(Policies::from_config(config));
+    let audit = match &config.audit {
+        Some(audit) => Auditor::open(audit)?,
+        None => Auditor::default(),
+    };
     let config = config.clone();
 
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -163,21 +174,62 @@ async fn serve(
         .build_v1()
         .map_err(|e| format!("cannot build the reflection service: {e}"))?;
 
-    let signer = SignerServer::new(SignerService::new(registry.clone(), auth.clone()))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let admin = KeyAdminServer::new(AdminService::new(registry.clone(), auth));
+    let signer = SignerServer::new(SignerService::new(
+        registry.clone(),
+        auth.clone(),
+        policies,
+        audit.clone(),
+    ))
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let admin = KeyAdminServer::new(AdminService::new(registry.clone(), auth, audit.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let server = Server::builder()
+    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    // The mutual-TLS listener serves the same services; remote callers are told apart by
+    // their connection (`auth.rs`), so there is nothing else to configure here.
+    let remote = match &config.tls {
+        None => None,
+        Some(tls) => {
+            let incoming = tokio::net::TcpListener::bind(tls.listen)
+                .await
+                .map_err(|e| format!("[tls] cannot listen on {}: {e}", tls.listen))?;
+            let server = Server::builder()
+                .tls_config(tls.server_config()?)
+                .map_err(|e| format!("[tls] the certificate, key or client_ca is unusable: {e}"))?
+                .add_service(signer.clone())
+                .add_service(admin.clone())
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(incoming),
+                    stopped(stop_rx.clone()),
+                );
+            tracing::info!(listen = %tls.listen, "listening for mutual-TLS clients");
+            Some(server)
+        }
+    };
+    let local = Server::builder()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(signer)
         .add_service(admin)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
+    let servers = async {
+        let remote = async {
+            match remote {
+                Some(server) => server.await,
+                None => Ok(()),
+            }
+        };
+        // The first server that fails stops the daemon.
+        tokio::try_join!(local, remote)
+            .map(drop)
+            .map_err(|e| format!("the server failed: {e}"))
+    };
 
     tracing::info!(
         socket = %config.socket.display(),
@@ -195,14 +247,25 @@ async fn serve(
         tracing::info!("shutting down: finishing in-flight requests");
         tokio::time::sleep(DRAIN_TIMEOUT).await;
     };
-    let result = tokio::select! {
-        result = server => result.map_err(|e| format!("the server failed: {e}")),
-        () = drain_deadline => {
-            tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting anyway");
-            Ok(())
+    let mut servers = std::pin::pin!(servers);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut drain_deadline = std::pin::pin!(drain_deadline);
+    let mut signalled = false;
+    let result = loop {
+        tokio::select! {
+            result = &mut servers => break result,
+            () = &mut shutdown, if !signalled => signalled = true,
+            () = &mut drain_deadline => {
+                tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting anyway");
+                break Ok(());
+            }
         }
     };
     drop(guard);
+    if let Some((seq, head)) = audit.head() {
+        // An anchor for the chain outside the audit log itself.
+        tracing::info!(seq, head = %head, "audit log head at shutdown");
+    }
     result
 }
 

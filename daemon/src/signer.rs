@@ -5,13 +5,15 @@ use std::time::Instant;
 
 use keyward_plugin_api::encoding::{ecdsa_der_to_raw, ecdsa_raw_to_der};
 use keyward_plugin_api::verify::{check_input, spki_der_to_pem};
-use keyward_plugin_api::{BackendError, EcdsaFormat, SignInput, SignatureAlgorithm};
+use keyward_plugin_api::{BackendError, EcdsaFormat, KeySpec, SignInput, SignatureAlgorithm};
 use keyward_proto::v1::signer_server::Signer;
 use keyward_proto::v1::{self, sign_request};
 use tonic::{Request, Response, Status};
 
-use crate::auth::Authenticator;
+use crate::audit::{Auditor, CallerRecord, Record, Stage};
+use crate::auth::{Authenticator, Caller};
 use crate::error::AgentError;
+use crate::policy::{Applied, ExeHashCache, Policies, ProcessInfo, SignAttempt, inspect_process};
 use crate::registry::{Registry, ResolvedKey};
 
 /// Longest `purpose` accepted, in bytes.
@@ -22,12 +24,27 @@ const MAX_PURPOSE_LEN: usize = 256;
 pub struct SignerService {
     registry: Arc<Registry>,
     auth: Authenticator,
+    policies: Arc<Policies>,
+    exe_hashes: Arc<ExeHashCache>,
+    audit: Auditor,
 }
 
 impl SignerService {
-    /// A service over `registry`, serving the callers `auth` allows.
-    pub fn new(registry: Arc<Registry>, auth: Authenticator) -> Self {
-        SignerService { registry, auth }
+    /// A service over `registry`, serving the callers `auth` allows as `policies` say, and
+    /// recording every decision in `audit`.
+    pub fn new(
+        registry: Arc<Registry>,
+        auth: Authenticator,
+        policies: Arc<Policies>,
+        audit: Auditor,
+    ) -> Self {
+        SignerService {
+            registry,
+            auth,
+            policies,
+            exe_hashes: Arc::default(),
+            audit,
+        }
     }
 }
 
@@ -89,22 +106,81 @@ impl Signer for SignerService {
         &self,
         request: Request<v1::SignRequest>,
     ) -> Result<Response<v1::SignResponse>, Status> {
-        let caller = self.auth.check(&request)?;
         let started = Instant::now();
+        let caller = match self.auth.check(&request) {
+            Ok(caller) => caller,
+            Err(denied) => {
+                if self.audit.enabled()
+                    && let Some(peer) = self.auth.identify(&request)
+                {
+                    let record = Record {
+                        event: "sign",
+                        result: "denied",
+                        caller: CallerRecord::inspect(&peer),
+                        key: request.get_ref().key_id.clone(),
+                        error: Some(denied.to_string()),
+                        ..Record::default()
+                    };
+                    // A refusal stays a refusal even when its record cannot be written.
+                    let _ = self.audit.record(record, Stage::Before).await;
+                }
+                return Err(denied.into());
+            }
+        };
         let request = request.into_inner();
-        let key = self.registry.resolve(&request.key_id).await?;
-        let result = sign(&self.registry, &key, &request).await;
-        match &result {
-            Ok(response) => tracing::info!(
-                key = %key.id,
-                backend = %key.backend_name,
-                algorithm = %v1::SignatureAlgorithm::try_from(response.algorithm).map_or("?", |a| a.name()),
-                uid = caller.uid,
-                pid = ?caller.pid,
-                purpose = %request.purpose,
-                micros = started.elapsed().as_micros() as u64,
-                "signed"
-            ),
+        let mut record = Record {
+            event: "sign",
+            key: request.key_id.clone(),
+            purpose: request.purpose.clone(),
+            ..Record::default()
+        };
+        if self.audit.enabled() {
+            record.caller = CallerRecord::inspect(&caller);
+            record.digest = input_digest(&request);
+        }
+        let pid = caller.local().and_then(|c| c.pid);
+        let (key, validated) = match self.decide(&caller, &request, &mut record).await {
+            Ok(decided) => decided,
+            Err(refused) => {
+                let result = match refused {
+                    AgentError::PermissionDenied(_) | AgentError::RateLimited { .. } => "denied",
+                    _ => "error",
+                };
+                tracing::warn!(key = %request.key_id, caller = %caller, pid = ?pid, "sign {result}: {refused}");
+                let _ = self
+                    .audit
+                    .record(
+                        record.outcome(result, Some(refused.to_string())),
+                        Stage::Before,
+                    )
+                    .await;
+                return Err(refused.into());
+            }
+        };
+        // Invariant 3: the attempt is on disk before the backend sees the request.
+        self.audit
+            .record(record.outcome("attempt", None), Stage::Before)
+            .await?;
+        let result = sign(&self.registry, &key, &validated).await;
+        match result {
+            Ok(response) => {
+                record.key_version = response.key_version.clone();
+                self.audit
+                    .record(record.outcome("ok", None), Stage::After)
+                    .await?;
+                tracing::info!(
+                    key = %key.id,
+                    backend = %key.backend_name,
+                    algorithm = %validated.algorithm,
+                    caller = %caller,
+                    pid = ?pid,
+                    purpose = %request.purpose,
+                    key_version = %response.key_version,
+                    micros = started.elapsed().as_micros() as u64,
+                    "signed"
+                );
+                Ok(Response::new(response))
+            }
             Err(e) => {
                 if let AgentError::Backend {
                     source: BackendError::NotFound(_),
@@ -113,71 +189,184 @@ impl Signer for SignerService {
                 {
                     self.registry.evict(&key.id);
                 }
-                tracing::warn!(key = %key.id, uid = caller.uid, pid = ?caller.pid, "sign refused: {e}");
+                tracing::warn!(key = %key.id, caller = %caller, pid = ?pid, "sign failed: {e}");
+                let _ = self
+                    .audit
+                    .record(record.outcome("error", Some(e.to_string())), Stage::After)
+                    .await;
+                Err(e.into())
             }
         }
-        Ok(Response::new(result?))
     }
 }
 
-/// Checks the request against the key, has the backend sign, verifies the signature and
-/// encodes it as asked.
-async fn sign(
-    registry: &Registry,
-    key: &Arc<ResolvedKey>,
-    request: &v1::SignRequest,
-) -> Result<v1::SignResponse, AgentError> {
-    let invalid =
-        |message: String| AgentError::InvalidArgument(format!("key {:?}: {message}", key.id));
+/// The hex digest a sign request carries; for a message (Ed25519), its SHA-256.
+fn input_digest(request: &v1::SignRequest) -> String {
+    match &request.input {
+        Some(sign_request::Input::Digest(digest)) => hex::encode(digest),
+        Some(sign_request::Input::Message(message)) => {
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(message))
+        }
+        None => String::new(),
+    }
+}
+
+impl SignerService {
+    /// Everything between an authenticated caller and the backend: the key, the input checks
+    /// and the policies. Fills in what `record` learns on the way.
+    async fn decide<'r>(
+        &self,
+        caller: &Caller,
+        request: &'r v1::SignRequest,
+        record: &mut Record,
+    ) -> Result<(Arc<ResolvedKey>, Validated<'r>), AgentError> {
+        let key = self.registry.resolve(&request.key_id).await?;
+        record.backend = key.backend_name.clone();
+        record.key_version = key.description.version.clone().unwrap_or_default();
+        let validated = validate(key.spec(), request)
+            .map_err(|m| AgentError::InvalidArgument(format!("key {:?}: {m}", key.id)))?;
+        record.algorithm = validated.algorithm.name().to_string();
+        let applied = self.applied_policies(&key).await?;
+        let process = self.inspect(caller, &applied).await;
+        let attempt = SignAttempt {
+            key_id: &key.id,
+            caller,
+            process: &process,
+            algorithm: validated.algorithm,
+            purpose: &request.purpose,
+        };
+        self.policies.check(&applied, &attempt)?;
+        Ok((key, validated))
+    }
+
+    /// The policies that apply to `key`: its own; else those of keys with a policy on the same
+    /// backend that have the same public key (the same key under another id); else the
+    /// default policy. Empty when none applies.
+    async fn applied_policies(&self, key: &ResolvedKey) -> Result<Vec<Applied>, AgentError> {
+        if let Some(own) = self.policies.explicit(&key.id) {
+            return Ok(vec![own]);
+        }
+        let mut applied = Vec::new();
+        for (owner, backend) in self.policies.explicit_owners() {
+            if backend != key.backend_name {
+                continue;
+            }
+            let other = match self.registry.resolve(owner).await {
+                Ok(other) => other,
+                // A key that does not exist cannot be this one.
+                Err(
+                    AgentError::KeyNotFound { .. }
+                    | AgentError::Backend {
+                        source: BackendError::NotFound(_),
+                        ..
+                    },
+                ) => continue,
+                Err(e) => {
+                    return Err(AgentError::PermissionDenied(format!(
+                        "key {:?}: cannot tell whether it is key {owner:?}, which has a policy, under another id ({e}); use key {owner:?} or retry when it is available",
+                        key.id
+                    )));
+                }
+            };
+            if other.description.public_key_der == key.description.public_key_der {
+                applied.extend(self.policies.explicit(owner));
+            }
+        }
+        if applied.is_empty() {
+            applied.extend(self.policies.default_for(&key.id));
+        }
+        Ok(applied)
+    }
+
+    /// The caller's executable (and its hash) when a policy asks for it.
+    async fn inspect(&self, caller: &Caller, applied: &[Applied]) -> ProcessInfo {
+        let Some(local) = caller.local() else {
+            return ProcessInfo::default();
+        };
+        if !applied.iter().any(|a| a.rules.names_executables()) {
+            return ProcessInfo::default();
+        }
+        let pid = local.pid;
+        let hash = applied.iter().any(|a| a.rules.pins_executables());
+        let cache = self.exe_hashes.clone();
+        // Hashing reads the whole binary the first time: keep it off the async workers.
+        tokio::task::spawn_blocking(move || inspect_process(pid, hash, &cache))
+            .await
+            .unwrap_or_else(|e| ProcessInfo {
+                exe: Some(Err(format!("inspecting the caller failed: {e}"))),
+                sha256: None,
+            })
+    }
+}
+
+/// A sign request checked against the key: the algorithm to use, the input, and the ECDSA
+/// encoding the caller wants.
+#[derive(Clone, Copy, Debug)]
+pub struct Validated<'a> {
+    /// The algorithm (the key's default when the request names none).
+    pub algorithm: SignatureAlgorithm,
+    /// The digest or message.
+    pub input: SignInput<'a>,
+    /// DER or raw `r‖s` (only ECDSA signatures are converted).
+    pub format: EcdsaFormat,
+}
+
+/// Checks `request` against a key of `spec` without touching any backend: the purpose's
+/// length, the algorithm (known, fits the key), the input (a digest of the hash's length, or a
+/// message for Ed25519) and the signature format. The error is the reason, without the key.
+pub fn validate(spec: KeySpec, request: &v1::SignRequest) -> Result<Validated<'_>, String> {
     if request.purpose.len() > MAX_PURPOSE_LEN {
-        return Err(invalid(format!(
+        return Err(format!(
             "the purpose is {} bytes long; keep it under {MAX_PURPOSE_LEN}",
             request.purpose.len()
-        )));
+        ));
     }
-    let spec = key.spec();
     let algorithm = match v1::SignatureAlgorithm::try_from(request.algorithm) {
         Ok(v1::SignatureAlgorithm::Unspecified) => spec.default_algorithm(),
         Ok(wire) => SignatureAlgorithm::try_from(wire)
-            .map_err(|()| invalid(format!("unknown algorithm {}", request.algorithm)))?,
-        Err(_) => {
-            return Err(invalid(format!(
-                "unknown algorithm number {}",
-                request.algorithm
-            )));
-        }
+            .map_err(|()| format!("unknown algorithm {}", request.algorithm))?,
+        Err(_) => return Err(format!("unknown algorithm number {}", request.algorithm)),
     };
     if !spec.supports(algorithm) {
-        return Err(invalid(format!(
+        return Err(format!(
             "a {spec} key cannot sign with {algorithm}; use one of: {}",
             spec.algorithms()
                 .iter()
                 .map(|a| a.name())
                 .collect::<Vec<_>>()
                 .join(", ")
-        )));
+        ));
     }
     let input = match &request.input {
         Some(sign_request::Input::Digest(digest)) => SignInput::Digest(digest),
         Some(sign_request::Input::Message(message)) => SignInput::Message(message),
-        None => {
-            return Err(invalid(
-                "the request has neither a digest nor a message; send one".into(),
-            ));
-        }
+        None => return Err("the request has neither a digest nor a message; send one".into()),
     };
-    check_input(algorithm, &input).map_err(invalid)?;
-    let wanted = match v1::SignatureFormat::try_from(request.format) {
+    check_input(algorithm, &input)?;
+    let format = match v1::SignatureFormat::try_from(request.format) {
         Ok(v1::SignatureFormat::Raw) => EcdsaFormat::Raw,
         Ok(_) => EcdsaFormat::Der,
-        Err(_) => {
-            return Err(invalid(format!(
-                "unknown signature format {}",
-                request.format
-            )));
-        }
+        Err(_) => return Err(format!("unknown signature format {}", request.format)),
     };
+    Ok(Validated {
+        algorithm,
+        input,
+        format,
+    })
+}
 
+/// Has the backend sign a validated request, verifies the signature and encodes it as asked.
+async fn sign(
+    registry: &Registry,
+    key: &Arc<ResolvedKey>,
+    validated: &Validated<'_>,
+) -> Result<v1::SignResponse, AgentError> {
+    let Validated {
+        algorithm,
+        input,
+        format: wanted,
+    } = *validated;
+    let spec = key.spec();
     let signature = key
         .backend
         .sign(&key.description.reference, algorithm, input)

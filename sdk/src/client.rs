@@ -12,7 +12,7 @@ use keyward_proto::v1::{
     AttachCertificateChainRequest, GenerateKeyRequest, GetPublicKeyRequest, KeyInfo, KeySpec,
     ListKeysRequest, SignRequest, SignatureAlgorithm, SignatureFormat,
 };
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
 use crate::{Error, SOCKET_ENV, default_socket_path, digest};
 
@@ -102,6 +102,47 @@ impl Client {
         })
     }
 
+    /// Connects to a `keywardd` mutual-TLS listener at `url` (`https://host:port`), trusting
+    /// the server certificates `ca_pem` issues and presenting `client_cert_pem` (with its
+    /// chain) and `client_key_pem`. The daemon knows the caller by this certificate; its keys'
+    /// policies decide what the caller may sign.
+    ///
+    /// A refused certificate may only show at the first call: with TLS 1.3 the server checks
+    /// the client's certificate after the client considers the handshake done.
+    pub async fn connect_tls(
+        url: &str,
+        ca_pem: &[u8],
+        client_cert_pem: &[u8],
+        client_key_pem: &[u8],
+    ) -> Result<Client, Error> {
+        let failed = |reason: String| Error::ConnectRemote {
+            url: url.to_string(),
+            reason,
+        };
+        if !url.starts_with("https://") {
+            return Err(Error::InvalidInput(format!(
+                "{url:?} is not an https:// URL; keywardd accepts TCP connections only with mutual TLS (https://host:port)"
+            )));
+        }
+        let tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(ca_pem))
+            .identity(Identity::from_pem(client_cert_pem, client_key_pem));
+        let channel = Endpoint::from_shared(url.to_string())
+            .map_err(|e| failed(format!("not a valid URL: {e}")))?
+            .tls_config(tls)
+            .map_err(|e| failed(connect_reason(&e)))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| failed(connect_reason(&e)))?;
+        Ok(Client {
+            signer: SignerClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            admin: KeyAdminClient::new(channel),
+            socket: PathBuf::from(url),
+            default_algorithms: Arc::default(),
+        })
+    }
+
     /// Connects to `$KEYWARD_SOCK`, or to [`default_socket_path`] when it is unset.
     pub async fn connect_default() -> Result<Client, Error> {
         let socket = std::env::var_os(SOCKET_ENV)
@@ -110,7 +151,7 @@ impl Client {
         Client::connect(socket).await
     }
 
-    /// The socket this client talks to.
+    /// The socket this client talks to (the `https://` URL for [`Client::connect_tls`]).
     pub fn socket(&self) -> &Path {
         &self.socket
     }

@@ -18,6 +18,16 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// The agent's mutual-TLS listener could not be reached or refused the handshake.
+    #[error(
+        "cannot connect to the keyward agent at {url}: {reason}; check the address, that keywardd listens there ([tls] listen), and the CA certificate, client certificate and key"
+    )]
+    ConnectRemote {
+        /// The `https://` URL tried.
+        url: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// The agent answered with an error.
     #[error("{message}")]
     Agent {

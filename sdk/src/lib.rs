@@ -26,6 +26,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod audit;
 mod client;
 mod error;
 pub mod jwk;

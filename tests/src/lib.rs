@@ -12,9 +12,11 @@ pub mod localkms;
 pub mod lowkey;
 pub mod notation;
 pub mod openbao;
+pub mod pki;
 pub mod plugins;
 mod process;
 pub mod softhsm;
+pub mod users;
 
 use std::ffi::OsStr;
 use std::io::Read;

@@ -7,7 +7,7 @@
 //! a CA certificate (CA:TRUE critical, keyUsage keyCertSign + cRLSign critical) for a key that
 //! then issues leaves with `--ca`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use keyward_sdk::Client;
@@ -19,7 +19,7 @@ use keyward_sdk::x509::{AgentKey, chain_to_pem};
 use sha2::{Digest, Sha256};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::cmd::connect;
+use crate::cmd::{Agent, connect};
 use crate::output::{EXIT_OK, Failure, read_input, write_output, write_stdout};
 
 pub const AFTER_HELP: &str = "\
@@ -110,12 +110,12 @@ pub struct ShowArgs {
 }
 
 /// Runs `keyward cert ...`.
-pub async fn run(socket: &Path, command: CertCommand) -> Result<i32, Failure> {
+pub async fn run(agent: &Agent, command: CertCommand) -> Result<i32, Failure> {
     match command {
-        CertCommand::Issue(args) => issue(socket, args).await,
-        CertCommand::Csr(args) => csr(socket, args).await,
-        CertCommand::Attach(args) => attach(socket, args).await,
-        CertCommand::Show(args) => show(socket, args).await,
+        CertCommand::Issue(args) => issue(agent, args).await,
+        CertCommand::Csr(args) => csr(agent, args).await,
+        CertCommand::Attach(args) => attach(agent, args).await,
+        CertCommand::Show(args) => show(agent, args).await,
     }
 }
 
@@ -220,10 +220,10 @@ fn rcgen_failure(key: &AgentKey, what: &str, error: rcgen::Error) -> Failure {
     }
 }
 
-async fn issue(socket: &Path, args: IssueArgs) -> Result<i32, Failure> {
+async fn issue(agent: &Agent, args: IssueArgs) -> Result<i32, Failure> {
     let subject = parse_subject(&args.subject)?;
     let params = certificate_params(subject, args.days, args.self_signed_ca)?;
-    let client = connect(socket).await?;
+    let client = connect(agent).await?;
     let key = AgentKey::new(&client, &args.key)
         .await?
         .with_purpose("keyward cert issue");
@@ -320,12 +320,12 @@ async fn ca_chain(client: &Client, ca_id: &str) -> Result<Vec<Vec<u8>>, Failure>
     Ok(chain)
 }
 
-async fn csr(socket: &Path, args: CsrArgs) -> Result<i32, Failure> {
+async fn csr(agent: &Agent, args: CsrArgs) -> Result<i32, Failure> {
     let subject = parse_subject(&args.subject)?;
     let mut params = certificate_params(subject, 1, false)?;
     params.use_authority_key_identifier_extension = false;
     params.serial_number = None;
-    let client = connect(socket).await?;
+    let client = connect(agent).await?;
     let key = AgentKey::new(&client, &args.key)
         .await?
         .with_purpose("keyward cert csr");
@@ -339,7 +339,7 @@ async fn csr(socket: &Path, args: CsrArgs) -> Result<i32, Failure> {
     Ok(EXIT_OK)
 }
 
-async fn attach(socket: &Path, args: AttachArgs) -> Result<i32, Failure> {
+async fn attach(agent: &Agent, args: AttachArgs) -> Result<i32, Failure> {
     let pem = read_input(&args.chain, "certificate chain")?;
     let pem = String::from_utf8(pem).map_err(|_| {
         Failure::new(format!(
@@ -347,7 +347,7 @@ async fn attach(socket: &Path, args: AttachArgs) -> Result<i32, Failure> {
             args.chain.display()
         ))
     })?;
-    let client = connect(socket).await?;
+    let client = connect(agent).await?;
     let (_, chain) = client.attach_certificate_chain(&args.key, &pem).await?;
     let text = format!(
         "attached a chain of {} certificate(s) to key {:?}\n",
@@ -358,8 +358,8 @@ async fn attach(socket: &Path, args: AttachArgs) -> Result<i32, Failure> {
     Ok(EXIT_OK)
 }
 
-async fn show(socket: &Path, args: ShowArgs) -> Result<i32, Failure> {
-    let client = connect(socket).await?;
+async fn show(agent: &Agent, args: ShowArgs) -> Result<i32, Failure> {
+    let client = connect(agent).await?;
     let public = client.public_key(&args.key).await?;
     if public.certificate_chain.is_empty() {
         return Err(Failure::new(format!(

@@ -1,12 +1,10 @@
 //! `keyward keys list` and `keyward keys generate`.
 
-use std::path::Path;
-
 use clap::{Args, Subcommand};
 use keyward_sdk::{Client, KeyInfo, KeySpec};
 use serde::Serialize;
 
-use crate::cmd::{algorithm_names, connect, parse_key_spec};
+use crate::cmd::{Agent, algorithm_names, connect, parse_key_spec};
 use crate::output::{EXIT_OK, Failure, pem_text, write_stdout};
 
 const LIST_AFTER_HELP: &str = "\
@@ -83,8 +81,8 @@ impl<'a> From<&'a KeyInfo> for KeyJson<'a> {
 }
 
 /// Runs `keyward keys ...`.
-pub async fn run(socket: &Path, command: KeysCommand) -> Result<i32, Failure> {
-    let client = connect(socket).await?;
+pub async fn run(agent: &Agent, command: KeysCommand) -> Result<i32, Failure> {
+    let client = connect(agent).await?;
     match command {
         KeysCommand::List(args) => list(&client, args).await,
         KeysCommand::Generate(args) => generate(&client, args).await,

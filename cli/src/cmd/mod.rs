@@ -1,5 +1,6 @@
 //! The subcommands, one module each, and the value parsers they share.
 
+pub mod audit;
 pub mod cert;
 pub mod envelope;
 pub mod keys;
@@ -9,12 +10,12 @@ pub mod pubkey;
 pub mod sign;
 pub mod verify;
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use clap::Subcommand;
 use keyward_sdk::{Client, KeySpec, SignatureAlgorithm, SignatureFormat};
 
-use crate::output::Failure;
+use crate::output::{Failure, read_input};
 
 /// What to do.
 #[derive(Debug, Subcommand)]
@@ -40,27 +41,78 @@ pub enum Command {
     /// Set up notation to sign with agent keys (the notation-keyward plugin)
     #[command(subcommand)]
     Notation(notation::NotationCommand),
+    /// Verify the agent's audit log (offline)
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
-/// Runs `command` against the agent at `socket`; returns the exit code.
+/// Where the agent is and how to reach it.
+#[derive(Clone, Debug)]
+pub struct Agent {
+    /// A Unix socket, or `https://host:port` for keywardd's mutual-TLS listener.
+    pub address: PathBuf,
+    /// The CA certificate that issues the listener's certificate (PEM).
+    pub tls_ca: Option<PathBuf>,
+    /// This client's certificate (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// This client's private key (PEM).
+    pub tls_key: Option<PathBuf>,
+}
+
+/// Runs `command` against `agent`; returns the exit code.
 ///
 /// Commands check their arguments and read their input files before they connect, so a usage
 /// mistake is reported as such even when the agent is not running.
-pub async fn run(socket: &Path, command: Command) -> Result<i32, Failure> {
+pub async fn run(agent: &Agent, command: Command) -> Result<i32, Failure> {
     match command {
-        Command::Keys(command) => keys::run(socket, command).await,
-        Command::Pubkey(args) => pubkey::run(socket, args).await,
-        Command::Sign(args) => sign::run(socket, args).await,
-        Command::Verify(args) => verify::run(socket, args).await,
-        Command::Cert(command) => cert::run(socket, command).await,
-        Command::Notary(command) => notary::run(socket, command).await,
+        Command::Keys(command) => keys::run(agent, command).await,
+        Command::Pubkey(args) => pubkey::run(agent, args).await,
+        Command::Sign(args) => sign::run(agent, args).await,
+        Command::Verify(args) => verify::run(agent, args).await,
+        Command::Cert(command) => cert::run(agent, command).await,
+        Command::Notary(command) => notary::run(agent, command).await,
         Command::Notation(command) => notation::run(command),
+        Command::Audit(command) => audit::run(command),
     }
 }
 
-/// Connects to the agent at `socket`.
-pub async fn connect(socket: &Path) -> Result<Client, Failure> {
-    Ok(Client::connect(socket).await?)
+/// Connects to the agent: its Unix socket, or its mutual-TLS listener for an `https://`
+/// address (with `--tls-ca`, `--tls-cert` and `--tls-key`).
+pub async fn connect(agent: &Agent) -> Result<Client, Failure> {
+    let address = agent.address.to_string_lossy();
+    if address.starts_with("https://") {
+        let file = |path: &Option<PathBuf>, flag: &str, env: &str, what: &str| match path {
+            Some(path) => read_input(path, what),
+            None => Err(Failure::new(format!(
+                "{address} is a remote agent: give {flag} (or {env}) too; a remote agent needs --tls-ca, --tls-cert and --tls-key"
+            ))),
+        };
+        let ca = file(
+            &agent.tls_ca,
+            "--tls-ca",
+            "KEYWARD_TLS_CA",
+            "CA certificate",
+        )?;
+        let cert = file(
+            &agent.tls_cert,
+            "--tls-cert",
+            "KEYWARD_TLS_CERT",
+            "client certificate",
+        )?;
+        let key = zeroize::Zeroizing::new(file(
+            &agent.tls_key,
+            "--tls-key",
+            "KEYWARD_TLS_KEY",
+            "client key",
+        )?);
+        return Ok(Client::connect_tls(&address, &ca, &cert, &key).await?);
+    }
+    if address.contains("://") {
+        return Err(Failure::new(format!(
+            "{address} is not a Unix socket or an https:// URL; keywardd accepts TCP connections only with mutual TLS: use https://HOST:PORT with --tls-ca, --tls-cert and --tls-key"
+        )));
+    }
+    Ok(Client::connect(&agent.address).await?)
 }
 
 /// Parses a key type name (`ec-p256`); the error lists the valid names.

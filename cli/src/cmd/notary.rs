@@ -7,7 +7,7 @@
 //! signature in a registry (notation v1's layout: config `application/vnd.cncf.notary.signature`
 //! `{}`, one layer = the envelope, `subject` = the signed manifest, the chain's thumbprints).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::envelope::{Format, Request, Unsigned, notary_algorithm, rfc3339};
-use crate::cmd::connect;
+use crate::cmd::{Agent, connect};
 use crate::output::{EXIT_OK, Failure, read_input, write_output, write_stdout};
 
 pub const AFTER_HELP: &str = "\
@@ -163,13 +163,13 @@ fn target_descriptor(args: &SignArgs) -> Result<Value, Failure> {
 }
 
 /// Runs `keyward notary ...`.
-pub async fn run(socket: &Path, command: NotaryCommand) -> Result<i32, Failure> {
+pub async fn run(agent: &Agent, command: NotaryCommand) -> Result<i32, Failure> {
     match command {
-        NotaryCommand::Sign(args) => sign(socket, args).await,
+        NotaryCommand::Sign(args) => sign(agent, args).await,
     }
 }
 
-async fn sign(socket: &Path, args: SignArgs) -> Result<i32, Failure> {
+async fn sign(agent: &Agent, args: SignArgs) -> Result<i32, Failure> {
     let target = target_descriptor(&args)?;
     let format = if args.envelope == "cose" {
         Format::Cose
@@ -178,7 +178,7 @@ async fn sign(socket: &Path, args: SignArgs) -> Result<i32, Failure> {
     };
     let payload = serde_json::to_vec(&json!({ "targetArtifact": target }))
         .map_err(|e| Failure::new(format!("cannot encode the payload: {e}")))?;
-    let client = connect(socket).await?;
+    let client = connect(agent).await?;
     let public = client.public_key(&args.key).await?;
     let algorithm = notary_algorithm(public.info.key_spec())
         .map_err(|e| Failure::new(format!("key {:?}: {e}", args.key)))?;

@@ -1,10 +1,10 @@
 //! `keyward pubkey`: print a key's public key as PEM, DER or JWK.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use crate::cmd::connect;
+use crate::cmd::{Agent, connect};
 use crate::output::{EXIT_OK, Failure, pem_text, write_output};
 
 pub const AFTER_HELP: &str = "\
@@ -44,8 +44,8 @@ pub struct PubkeyArgs {
 }
 
 /// Runs `keyward pubkey`.
-pub async fn run(socket: &Path, args: PubkeyArgs) -> Result<i32, Failure> {
-    let key = connect(socket).await?.public_key(&args.key_id).await?;
+pub async fn run(agent: &Agent, args: PubkeyArgs) -> Result<i32, Failure> {
+    let key = connect(agent).await?.public_key(&args.key_id).await?;
     let bytes = match args.format {
         PubkeyFormat::Pem => pem_text(&key.pem).into_bytes(),
         PubkeyFormat::Der => key.der,

@@ -3,14 +3,14 @@
 //! For RSA and ECDSA the input is hashed here and only the digest goes to the agent; Ed25519
 //! signs the message itself, so the whole input is sent.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use clap::Args;
 use keyward_sdk::{SignOptions, SignatureAlgorithm, SignatureFormat};
 
-use crate::cmd::{connect, parse_algorithm, parse_format};
+use crate::cmd::{Agent, connect, parse_algorithm, parse_format};
 use crate::output::{EXIT_OK, Failure, read_input, write_output, write_stdout};
 
 pub const AFTER_HELP: &str = "\
@@ -61,7 +61,7 @@ enum Input {
 }
 
 /// Runs `keyward sign`.
-pub async fn run(socket: &Path, args: SignArgs) -> Result<i32, Failure> {
+pub async fn run(agent: &Agent, args: SignArgs) -> Result<i32, Failure> {
     // Everything that can be checked without the agent is checked first.
     let input = match (&args.input, &args.digest) {
         (Some(_), Some(_)) => {
@@ -83,7 +83,7 @@ pub async fn run(socket: &Path, args: SignArgs) -> Result<i32, Failure> {
             Input::Digest(digest)
         }
     };
-    let client = connect(socket).await?;
+    let client = connect(agent).await?;
     let options = SignOptions {
         algorithm: args.algorithm,
         format: args.format,

@@ -10,7 +10,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use clap::Args;
 use keyward_sdk::{SignatureAlgorithm, SignatureFormat};
 
-use crate::cmd::{algorithm_names, connect, parse_algorithm, parse_format};
+use crate::cmd::{Agent, algorithm_names, connect, parse_algorithm, parse_format};
 use crate::output::{EXIT_INVALID, EXIT_OK, Failure, quoted, read_input, write_stdout};
 
 pub const AFTER_HELP: &str = "\
@@ -51,7 +51,7 @@ pub struct VerifyArgs {
 }
 
 /// Runs `keyward verify`: exit 0 when the signature verifies, 1 when it does not.
-pub async fn run(socket: &Path, args: VerifyArgs) -> Result<i32, Failure> {
+pub async fn run(agent: &Agent, args: VerifyArgs) -> Result<i32, Failure> {
     if args.input == Path::new("-") && args.signature == Path::new("-") {
         return Err(Failure::new(
             "--input and --signature cannot both be read from stdin",
@@ -65,7 +65,7 @@ pub async fn run(socket: &Path, args: VerifyArgs) -> Result<i32, Failure> {
             quoted(&args.signature)
         )));
     }
-    let key = connect(socket).await?.public_key(&args.key).await?;
+    let key = connect(agent).await?.public_key(&args.key).await?;
     let algorithm = match args.algorithm {
         Some(algorithm) => algorithm,
         None => key.info.algorithms().next().ok_or_else(|| {

@@ -25,9 +25,8 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use keyward_sdk::{Client, KeySpec, SignOptions, SignatureAlgorithm, SignatureFormat};
+use keyward_sdk::{Client, KeySpec, SignOptions, SignatureFormat};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::protocol::*;
 
@@ -72,14 +71,6 @@ fn read_request() -> Result<Vec<u8>, PluginError> {
     Ok(input)
 }
 
-fn parse<T: DeserializeOwned>(input: &[u8]) -> Result<T, PluginError> {
-    serde_json::from_slice(input).map_err(|e| {
-        PluginError::validation(format!(
-            "the request is not valid JSON for this command: {e}"
-        ))
-    })
-}
-
 fn to_json(value: &impl Serialize) -> Result<String, PluginError> {
     serde_json::to_string(value)
         .map_err(|e| PluginError::new(ErrorCode::Error, format!("cannot encode the response: {e}")))
@@ -87,40 +78,19 @@ fn to_json(value: &impl Serialize) -> Result<String, PluginError> {
 
 /// Runs one command; returns the JSON response.
 fn run(command: &str, input: &[u8]) -> Result<String, PluginError> {
-    match command {
-        "get-plugin-metadata" => {
-            // The request is optional and carries nothing this plugin needs, but it must be
-            // JSON when it is there.
-            if !input.iter().all(u8::is_ascii_whitespace) {
-                parse::<serde_json::Value>(input)?;
-            }
-            to_json(&metadata())
-        }
-        "describe-key" => {
-            let request: DescribeKeyRequest = parse(input)?;
-            check_contract(request.contract_version.as_deref())?;
-            let key_id = required(&request.key_id, "keyId")?.to_string();
-            let config = request.plugin_config.unwrap_or_default();
+    match parse_request(command, input)? {
+        Request::Metadata => to_json(&metadata()),
+        Request::DescribeKey { key_id, config } => with_agent(&config, |client| async move {
+            let response = describe_key(&client, &key_id).await?;
+            to_json(&response)
+        }),
+        Request::GenerateSignature(job) => {
+            let config = job.config.clone();
             with_agent(&config, |client| async move {
-                let response = describe_key(&client, &key_id).await?;
+                let response = generate_signature(&client, &job).await?;
                 to_json(&response)
             })
         }
-        "generate-signature" => {
-            let request: GenerateSignatureRequest = parse(input)?;
-            check_contract(request.contract_version.as_deref())?;
-            let config = request.plugin_config.clone().unwrap_or_default();
-            with_agent(&config, |client| async move {
-                let response = generate_signature(&client, &request).await?;
-                to_json(&response)
-            })
-        }
-        "" => Err(PluginError::validation(
-            "no command given; this is a notation plugin: notation runs it as `notation-keyward <command>` (get-plugin-metadata, describe-key, generate-signature)",
-        )),
-        other => Err(PluginError::validation(format!(
-            "unknown command {other:?}; this plugin answers get-plugin-metadata, describe-key and generate-signature"
-        ))),
     }
 }
 
@@ -226,51 +196,14 @@ async fn describe_key(client: &Client, key_id: &str) -> Result<DescribeKeyRespon
     })
 }
 
-/// The agent algorithm and the contract's name for a key spec and hash.
-fn signing_algorithm(
-    key_spec: &str,
-    hash: &str,
-) -> Result<(SignatureAlgorithm, &'static str), PluginError> {
-    use SignatureAlgorithm as A;
-    let ec = match key_spec {
-        "EC-256" | "EC-384" | "EC-521" => true,
-        "RSA-2048" | "RSA-3072" | "RSA-4096" => false,
-        other => {
-            return Err(PluginError::validation(format!(
-                "keySpec {other:?} is not one of RSA-2048, RSA-3072, RSA-4096, EC-256, EC-384, EC-521"
-            )));
-        }
-    };
-    Ok(match (ec, hash) {
-        (true, "SHA-256") => (A::EcdsaSha256, "ECDSA-SHA-256"),
-        (true, "SHA-384") => (A::EcdsaSha384, "ECDSA-SHA-384"),
-        (true, "SHA-512") => (A::EcdsaSha512, "ECDSA-SHA-512"),
-        (false, "SHA-256") => (A::RsaPssSha256, "RSASSA-PSS-SHA-256"),
-        (false, "SHA-384") => (A::RsaPssSha384, "RSASSA-PSS-SHA-384"),
-        (false, "SHA-512") => (A::RsaPssSha512, "RSASSA-PSS-SHA-512"),
-        (_, other) => {
-            return Err(PluginError::validation(format!(
-                "hashAlgorithm {other:?} is not one of SHA-256, SHA-384, SHA-512"
-            )));
-        }
-    })
-}
-
 async fn generate_signature(
     client: &Client,
-    request: &GenerateSignatureRequest,
+    job: &SignatureJob,
 ) -> Result<GenerateSignatureResponse, PluginError> {
-    let key_id = required(&request.key_id, "keyId")?;
-    let key_spec = required(&request.key_spec, "keySpec")?;
-    let hash = required(&request.hash_algorithm, "hashAlgorithm")?;
-    let payload = required(&request.payload, "payload")?;
-    let (algorithm, name) = signing_algorithm(key_spec, hash)?;
-    let payload = STANDARD
-        .decode(payload)
-        .map_err(|e| PluginError::validation(format!("payload is not standard base64: {e}")))?;
-    let digest = keyward_sdk::digest(algorithm, &payload)?;
+    let key_id = job.key_id.as_str();
+    let digest = keyward_sdk::digest(job.algorithm, &job.payload)?;
     let options = SignOptions {
-        algorithm: Some(algorithm),
+        algorithm: Some(job.algorithm),
         format: SignatureFormat::Raw,
         purpose: "notation sign".into(),
     };
@@ -281,7 +214,7 @@ async fn generate_signature(
     Ok(GenerateSignatureResponse {
         key_id: key_id.to_string(),
         signature: STANDARD.encode(&signature.bytes),
-        signing_algorithm: name,
+        signing_algorithm: job.signing_algorithm,
         certificate_chain: signature
             .certificate_chain
             .iter()
@@ -293,6 +226,35 @@ async fn generate_signature(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use keyward_sdk::SignatureAlgorithm;
+
+    #[test]
+    fn requests_are_parsed_and_checked() {
+        let input = br#"{"contractVersion":"1.0","keyId":"k","keySpec":"EC-384","hashAlgorithm":"SHA-384","payload":"aGVsbG8=","pluginConfig":{"socket":"/s"},"extra":1}"#;
+        let Request::GenerateSignature(job) = parse_request("generate-signature", input).unwrap()
+        else {
+            panic!("not a generate-signature request");
+        };
+        assert_eq!(job.key_id, "k");
+        assert_eq!(job.algorithm, SignatureAlgorithm::EcdsaSha384);
+        assert_eq!(job.payload, b"hello");
+        assert_eq!(job.config["socket"], "/s");
+        for (command, input, needle) in [
+            ("generate-signature", &br#"{"contractVersion":"1.0","keyId":"k","keySpec":"EC-256","hashAlgorithm":"SHA-256","payload":"!!"}"#[..], "not standard base64"),
+            ("generate-signature", br#"{"contractVersion":"1.0","keyId":"k"}"#, "no keySpec"),
+            ("describe-key", br#"{"contractVersion":"1.0"}"#, "no keyId"),
+            ("describe-key", b"[1", "not valid JSON"),
+            ("get-plugin-metadata", b"nope", "not valid JSON"),
+            ("sign", b"{}", "unknown command"),
+        ] {
+            let error = parse_request(command, input).unwrap_err();
+            assert!(error.message.contains(needle), "{command}: {}", error.message);
+        }
+        assert!(matches!(
+            parse_request("get-plugin-metadata", b"  \n").unwrap(),
+            Request::Metadata
+        ));
+    }
 
     #[test]
     fn algorithms_by_key_spec_and_hash() {

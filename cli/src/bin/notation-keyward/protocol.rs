@@ -2,9 +2,16 @@
 //!
 //! Unknown request attributes are ignored (the contract requires it). Binary fields are
 //! standard base64 with padding, as Go's `encoding/json` writes `[]byte`.
+//!
+//! [`parse_request`] turns a command and its stdin into a checked [`Request`] without any
+//! I/O, so it can be fuzzed (`fuzz/fuzz_targets/notation_request.rs` includes this file).
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use keyward_sdk::SignatureAlgorithm;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The one contract version this plugin speaks.
@@ -161,4 +168,121 @@ pub fn required<'a>(value: &'a Option<String>, field: &str) -> Result<&'a str, P
         .as_deref()
         .filter(|v| !v.is_empty())
         .ok_or_else(|| PluginError::validation(format!("the request has no {field}")))
+}
+
+/// A command and its request, parsed and checked: everything the plugin needs before it talks
+/// to the agent.
+#[derive(Debug)]
+pub enum Request {
+    /// `get-plugin-metadata`.
+    Metadata,
+    /// `describe-key`.
+    DescribeKey {
+        /// The agent key.
+        key_id: String,
+        /// `pluginConfig`.
+        config: BTreeMap<String, String>,
+    },
+    /// `generate-signature`.
+    GenerateSignature(SignatureJob),
+}
+
+/// A checked `generate-signature` request.
+#[derive(Debug)]
+pub struct SignatureJob {
+    /// The agent key.
+    pub key_id: String,
+    /// The agent algorithm for the key spec and hash.
+    pub algorithm: SignatureAlgorithm,
+    /// The contract's name of that algorithm.
+    pub signing_algorithm: &'static str,
+    /// The decoded payload to hash and sign.
+    pub payload: Vec<u8>,
+    /// `pluginConfig`.
+    pub config: BTreeMap<String, String>,
+}
+
+fn parse<T: DeserializeOwned>(input: &[u8]) -> Result<T, PluginError> {
+    serde_json::from_slice(input).map_err(|e| {
+        PluginError::validation(format!(
+            "the request is not valid JSON for this command: {e}"
+        ))
+    })
+}
+
+/// Parses and checks the request of `command` (the JSON on stdin).
+pub fn parse_request(command: &str, input: &[u8]) -> Result<Request, PluginError> {
+    match command {
+        "get-plugin-metadata" => {
+            // The request is optional and carries nothing this plugin needs, but it must be
+            // JSON when it is there.
+            if !input.iter().all(u8::is_ascii_whitespace) {
+                parse::<serde_json::Value>(input)?;
+            }
+            Ok(Request::Metadata)
+        }
+        "describe-key" => {
+            let request: DescribeKeyRequest = parse(input)?;
+            check_contract(request.contract_version.as_deref())?;
+            Ok(Request::DescribeKey {
+                key_id: required(&request.key_id, "keyId")?.to_string(),
+                config: request.plugin_config.unwrap_or_default(),
+            })
+        }
+        "generate-signature" => {
+            let request: GenerateSignatureRequest = parse(input)?;
+            check_contract(request.contract_version.as_deref())?;
+            let key_id = required(&request.key_id, "keyId")?.to_string();
+            let key_spec = required(&request.key_spec, "keySpec")?;
+            let hash = required(&request.hash_algorithm, "hashAlgorithm")?;
+            let payload = required(&request.payload, "payload")?;
+            let (algorithm, signing_algorithm) = signing_algorithm(key_spec, hash)?;
+            let payload = STANDARD.decode(payload).map_err(|e| {
+                PluginError::validation(format!("payload is not standard base64: {e}"))
+            })?;
+            Ok(Request::GenerateSignature(SignatureJob {
+                key_id,
+                algorithm,
+                signing_algorithm,
+                payload,
+                config: request.plugin_config.unwrap_or_default(),
+            }))
+        }
+        "" => Err(PluginError::validation(
+            "no command given; this is a notation plugin: notation runs it as `notation-keyward <command>` (get-plugin-metadata, describe-key, generate-signature)",
+        )),
+        other => Err(PluginError::validation(format!(
+            "unknown command {other:?}; this plugin answers get-plugin-metadata, describe-key and generate-signature"
+        ))),
+    }
+}
+
+/// The agent algorithm and the contract's name for a key spec and hash.
+pub fn signing_algorithm(
+    key_spec: &str,
+    hash: &str,
+) -> Result<(SignatureAlgorithm, &'static str), PluginError> {
+    use SignatureAlgorithm as A;
+    let ec = match key_spec {
+        "EC-256" | "EC-384" | "EC-521" => true,
+        "RSA-2048" | "RSA-3072" | "RSA-4096" => false,
+        other => {
+            return Err(PluginError::validation(format!(
+                "keySpec {other:?} is not one of RSA-2048, RSA-3072, RSA-4096, EC-256, EC-384, EC-521"
+            )));
+        }
+    };
+    Ok(match (ec, hash) {
+        (true, "SHA-256") => (A::EcdsaSha256, "ECDSA-SHA-256"),
+        (true, "SHA-384") => (A::EcdsaSha384, "ECDSA-SHA-384"),
+        (true, "SHA-512") => (A::EcdsaSha512, "ECDSA-SHA-512"),
+        (false, "SHA-256") => (A::RsaPssSha256, "RSASSA-PSS-SHA-256"),
+        (false, "SHA-384") => (A::RsaPssSha384, "RSASSA-PSS-SHA-384"),
+        (false, "SHA-512") => (A::RsaPssSha512, "RSASSA-PSS-SHA-512"),
+        (_, other) => {
+            return Err(PluginError::validation(format!(
+                "hashAlgorithm {other:?} is not one of SHA-256, SHA-384, SHA-512"
+            )));
+        }
+    })
 }

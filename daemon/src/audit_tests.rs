@@ -1,0 +1,127 @@
+//! Unit tests of the audit writer; the chain is checked with the SDK's verifier, which is
+//! what `keyward audit verify` runs.
+
+use super::*;
+use keyward_sdk::audit::{ChainVerifier, verify_chain};
+
+fn config(dir: &Path, max_bytes: Option<u64>) -> AuditConfig {
+    AuditConfig {
+        path: dir.join("logs").join("audit.log"),
+        fail_closed: true,
+        max_bytes,
+    }
+}
+
+fn record(n: usize) -> Record {
+    Record {
+        event: "sign",
+        result: "ok",
+        key: format!("key-{n}"),
+        purpose: "line\nbreak \"quoted\" \u{7}".into(),
+        ..Record::default()
+    }
+}
+
+fn write(config: &AuditConfig, records: std::ops::Range<usize>) {
+    let mut writer = Writer::open(config.clone()).expect("open");
+    for n in records {
+        writer.append(&record(n)).expect("append");
+    }
+}
+
+#[test]
+fn times_are_rfc3339_utc() {
+    let at = |secs: u64, millis: u64| {
+        rfc3339(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + millis))
+    };
+    assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
+    assert_eq!(at(1_735_689_599, 500), "2024-12-31T23:59:59.500Z");
+    assert_eq!(at(4_107_542_400, 0), "2100-03-01T00:00:00.000Z");
+}
+
+#[test]
+fn records_chain_across_restarts_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), None);
+    write(&config, 0..3);
+    write(&config, 3..5);
+    let text = std::fs::read_to_string(&config.path).unwrap();
+    verify_chain(text.lines()).expect("the daemon's log verifies");
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 5);
+    assert_eq!(lines[0]["prev"], "0".repeat(64));
+    assert_eq!(lines[4]["seq"], 5);
+    assert_eq!(lines[4]["key"], "key-4");
+    assert_eq!(lines[0]["purpose"], "line\nbreak \"quoted\" \u{7}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&config.path)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+}
+
+#[test]
+fn rotation_keeps_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), Some(600));
+    write(&config, 0..10);
+    let files: Vec<PathBuf> = rotated(&config.path)
+        .into_iter()
+        .map(|(_, p)| p)
+        .chain([config.path.clone()])
+        .collect();
+    assert!(files.len() >= 3, "no rotation: {files:?}");
+    let mut verifier = ChainVerifier::new();
+    for file in &files {
+        let contents = std::fs::read(file).unwrap();
+        assert!(
+            contents.len() <= 600,
+            "{} is {} bytes",
+            file.display(),
+            contents.len()
+        );
+        verifier
+            .push_file(&contents)
+            .expect("files verify in order");
+    }
+    assert_eq!(verifier.records(), 10);
+    // Out of order, the second file's first line names the first file's last hash.
+    let mut wrong = ChainVerifier::new();
+    let error = wrong
+        .push_file(&std::fs::read(&files[1]).unwrap())
+        .unwrap_err();
+    assert_eq!(error.line, 1);
+
+    // A crash between the rename and the first record leaves no current file: the chain
+    // continues from the newest rotated file.
+    let rotated_files = &files[..files.len() - 1];
+    let mut verifier = ChainVerifier::new();
+    for file in rotated_files {
+        verifier.push_file(&std::fs::read(file).unwrap()).unwrap();
+    }
+    let rotated_records = verifier.records();
+    std::fs::remove_file(&config.path).unwrap();
+    write(&config, 10..11);
+    let mut verifier = ChainVerifier::new();
+    for file in &files {
+        verifier.push_file(&std::fs::read(file).unwrap()).unwrap();
+    }
+    assert_eq!(verifier.records(), rotated_records + 1);
+}
+
+#[test]
+fn an_incomplete_last_record_is_an_error_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), None);
+    write(&config, 0..2);
+    let mut file = OpenOptions::new().append(true).open(&config.path).unwrap();
+    file.write_all(b"{\"seq\":3,\"ti").unwrap();
+    let error = Writer::open(config).unwrap_err();
+    assert!(error.contains("ends with an incomplete record"), "{error}");
+}
