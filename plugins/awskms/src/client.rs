@@ -13,10 +13,8 @@
 //!   jittered exponential backoff within a 10 s budget per call, a failed connection once or
 //!   twice, quickly. What remains becomes a [`BackendError`] through [`Failure::into_error`].
 
-use std::collections::hash_map::RandomState;
 use std::error::Error as StdError;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
 
 use aws_config::retry::RetryConfig;
@@ -28,7 +26,7 @@ use tokio::sync::OnceCell;
 
 use crate::error::{Failure, Purpose};
 use crate::settings::AwsKmsSettings;
-use keyward_plugin_api::ratelimit::RateLimiter;
+use keyward_plugin_api::ratelimit::{RateLimiter, jittered};
 
 /// How long a TCP + TLS connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -155,27 +153,9 @@ impl Kms {
     }
 }
 
-/// `base` times a random factor in [0.5, 1.5).
-fn jittered(base: Duration) -> Duration {
-    let random = RandomState::new().hash_one(Instant::now());
-    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
-    base.mul_f64(factor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(
-                d >= Duration::from_millis(100) && d < Duration::from_millis(300),
-                "{d:?}"
-            );
-        }
-    }
 
     #[test]
     fn the_endpoint_is_named_for_messages() {

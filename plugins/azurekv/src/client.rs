@@ -14,9 +14,7 @@
 //! - Plain HTTP vaults are refused by the settings and by the SDK, which never sends a token
 //!   without TLS.
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
-use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +26,7 @@ use keyward_plugin_api::BackendError;
 use crate::credential::Identity;
 use crate::error::{Purpose, explain, retry_after, retryable};
 use crate::settings::AzureKvSettings;
-use keyward_plugin_api::ratelimit::RateLimiter;
+use keyward_plugin_api::ratelimit::{RateLimiter, jittered};
 
 /// The timeout of one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -255,27 +253,9 @@ fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, BackendError> 
     Ok(certs)
 }
 
-/// `base` times a random factor in [0.5, 1.5).
-fn jittered(base: Duration) -> Duration {
-    let random = RandomState::new().hash_one(Instant::now());
-    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
-    base.mul_f64(factor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(
-                d >= Duration::from_millis(100) && d < Duration::from_millis(300),
-                "{d:?}"
-            );
-        }
-    }
 
     #[test]
     fn a_bad_ca_file_is_explained() {

@@ -8,11 +8,10 @@
 //! - Tokens travel only in the `X-Vault-Token` header, marked sensitive; URLs hold paths and
 //!   key names only, so error texts (which may quote a URL) never hold a secret.
 
-use std::collections::hash_map::RandomState;
-use std::hash::BuildHasher;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use keyward_plugin_api::ratelimit::jittered;
 use keyward_plugin_api::{BackendError, Secret};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use serde_json::Value;
@@ -390,13 +389,6 @@ fn chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-/// `base` times a random factor in [0.5, 1.5).
-fn jittered(base: Duration) -> Duration {
-    let random = RandomState::new().hash_one(Instant::now());
-    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
-    base.mul_f64(factor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -461,16 +453,5 @@ mod tests {
             timeout: true,
         };
         assert!(!slow.retryable());
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(
-                d >= Duration::from_millis(100) && d < Duration::from_millis(300),
-                "{d:?}"
-            );
-        }
     }
 }
