@@ -147,19 +147,11 @@ impl LocalKms {
 
     /// Stops the server (SIGTERM to its pid, then SIGKILL if it lingers); the data stays.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
+        let Some(child) = self.child.take() else {
             return;
         };
-        let _ = kill_process(Pid::from_child(&child), Signal::TERM);
+        crate::process::terminate(child, Duration::from_secs(10));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().ok().flatten().is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
         // The port must be closed before the caller counts on it.
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, self.port));
         while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {

@@ -31,7 +31,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -320,19 +319,9 @@ impl LowkeyVault {
 
     /// Stops the server (SIGTERM, then SIGKILL after 15 s) and waits for it.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = kill_process(Pid::from_child(&child), Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while child.try_wait().expect("wait for java").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if let Some(child) = self.child.take() {
+            crate::process::terminate(child, Duration::from_secs(15));
         }
-        let _ = child.wait();
     }
 
     /// Starts a stopped server again on the same ports, with the keys it had.

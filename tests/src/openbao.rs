@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use rustix::process::{Pid, Signal, kill_process};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
@@ -265,19 +264,9 @@ impl OpenBao {
 
     /// SIGTERM, and waits for the server to exit.
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = kill_process(Pid::from_child(&child), Signal::TERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while child.try_wait().expect("wait for bao").is_none() {
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            crate::process::terminate(child, Duration::from_secs(15));
         }
-        let _ = child.wait();
     }
 
     /// Starts a stopped persistent server again on the same port and storage; it is sealed.

@@ -69,3 +69,18 @@ pub fn stdout_text(output: &Output) -> String {
 pub fn stderr_text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Stops a test peer: SIGTERM, then SIGKILL if it is still running after `grace`, and reaps it.
+pub fn terminate(mut child: std::process::Child, grace: Duration) {
+    use rustix::process::{Pid, Signal, kill_process};
+    let _ = kill_process(Pid::from_child(&child), Signal::TERM);
+    let deadline = Instant::now() + grace;
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.wait();
+}
