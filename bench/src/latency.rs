@@ -1,16 +1,15 @@
 //! `keyward-bench latency`: sign latency through the agent, and the in-process floor.
 
-use std::io::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use keyward_sdk::{Client, KeySpec, SignOptions, Signature, SignatureAlgorithm};
-use tokio::task::JoinSet;
 
 use crate::LatencyArgs;
+use crate::drive::{Budget, Op, drive};
 use crate::floor;
 use crate::report::{self, Path, Report, Row};
+use crate::resources::Watch;
 use crate::spawn::PrivateDaemon;
 use crate::stats::Summary;
 
@@ -25,7 +24,7 @@ pub enum Input {
 
 impl Input {
     /// A 32/48/64-byte digest for ECDSA and RSA, a 64-byte message for Ed25519.
-    fn for_algorithm(algorithm: SignatureAlgorithm) -> Result<Input> {
+    pub fn for_algorithm(algorithm: SignatureAlgorithm) -> Result<Input> {
         Ok(if algorithm == SignatureAlgorithm::Ed25519 {
             Input::Message((0u8..64).collect())
         } else {
@@ -36,7 +35,7 @@ impl Input {
 
 /// Runs the latency benchmark and prints the report.
 pub async fn run(args: LatencyArgs) -> Result<()> {
-    if args.count == 0 || args.clients == 0 {
+    if args.count == 0 || args.clients.is_empty() || args.clients.contains(&0) {
         bail!("--count and --clients must be at least 1");
     }
     if args.keys.is_empty() {
@@ -62,6 +61,7 @@ pub async fn run(args: LatencyArgs) -> Result<()> {
         || client.socket().to_path_buf(),
         |d| d.socket().to_path_buf(),
     );
+    let pid = daemon.as_ref().and_then(PrivateDaemon::pid);
 
     let mut rows = Vec::new();
     for &spec in &args.keys {
@@ -70,40 +70,40 @@ pub async fn run(args: LatencyArgs) -> Result<()> {
         } else {
             format!("bench-{}-{}", spec.name(), std::process::id())
         };
-        rows.extend(bench_key(&client, &args, &backend, &key_id, spec).await?);
+        rows.extend(bench_key(&client, &args, &backend, pid, &key_id, spec).await?);
     }
     if let Some(daemon) = daemon.as_mut() {
         daemon.stop();
     }
 
     let report = Report {
+        benchmark: "latency",
         socket,
         spawned: args.spawn,
         count: args.count,
-        clients: args.clients,
+        duration_s: args.duration,
         warmup: args.warmup,
+        note: format!(
+            "Floor: OpenSSL in-process, one thread. Server CPU and RSS: keywardd{} (or the \
+             baseline agent) from /proc during the series.",
+            if args.isolation == "process" {
+                " and its plugin process"
+            } else {
+                ""
+            }
+        ),
         rows,
     };
-    let text = if args.json {
-        report::json(&report)
-    } else {
-        report::markdown(&report)
-    };
-    // Written by hand rather than with println!, which panics when stdout is a closed pipe.
-    let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
-        Err(error) if error.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(error).context("cannot write the report")
-        }
-        _ => Ok(()),
-    }
+    report::print(&report, args.json, args.json_out.as_ref())
 }
 
-/// Measures one key type: through the agent, then in-process.
+/// Measures one key type: through the agent with each client count, in-process, and
+/// through the baseline agents asked for.
 async fn bench_key(
     client: &Client,
     args: &LatencyArgs,
     backend: &str,
+    pid: Option<u32>,
     key_id: &str,
     spec: KeySpec,
 ) -> Result<Vec<Row>> {
@@ -120,77 +120,137 @@ async fn bench_key(
         algorithm: Some(algorithm),
         ..SignOptions::default()
     });
-
-    eprintln!(
-        "{}: {} signatures ({}) through the agent, {} client(s)...",
-        spec.name(),
-        args.count,
-        algorithm.name(),
-        args.clients
-    );
+    let budget = Budget::new(args.count, args.duration);
     for _ in 0..args.warmup {
         sign(client, key_id, &input, &options).await?;
     }
     check_signature(client, key_id, &key.der, algorithm, &input, &options).await?;
-    let agent = measure_agent(
-        client,
-        key_id,
-        &input,
-        &options,
-        args.count,
-        args.clients,
-        args.connection_per_client,
-    )
-    .await?;
 
-    eprintln!("{}: {} signatures in-process...", spec.name(), args.count);
+    eprintln!("{}: {} in-process...", spec.name(), budget.describe());
     let (count, warmup, floor_input) = (args.count, args.warmup, Arc::clone(&input));
     let floor = tokio::task::spawn_blocking(move || {
         floor::measure(spec, algorithm, &floor_input, count, warmup)
     })
     .await??;
 
-    let row = |path, clients, summary: Summary, overhead| Row {
+    let label = if args.isolation == "process" {
+        format!("keyward {backend} (plugin process)")
+    } else {
+        format!("keyward {backend}")
+    };
+    let row = |path, label: &str, clients, summary: Summary, overhead, resources| Row {
         spec,
         key_id: key_id.to_string(),
         algorithm,
         path,
+        label: label.to_string(),
         clients,
         summary,
         overhead_p50_us: overhead,
+        resources,
     };
-    let mut rows = vec![
-        row(
+    let mut rows = Vec::new();
+    for &clients in &args.clients {
+        eprintln!(
+            "{}: {} ({}) through the agent, {clients} client(s)...",
+            spec.name(),
+            budget.describe(),
+            algorithm.name(),
+        );
+        let watch = pid.and_then(Watch::start);
+        let agent = measure_agent(
+            client,
+            key_id,
+            &input,
+            &options,
+            budget,
+            clients,
+            args.connection_per_client,
+        )
+        .await?;
+        let usage = watch.and_then(|w| w.finish(agent.count));
+        rows.push(row(
             Path::Agent,
-            args.clients,
+            &label,
+            clients,
             agent,
             Some(agent.p50_us - floor.p50_us),
-        ),
-        row(Path::InProcess, 1, floor, None),
-    ];
+            usage,
+        ));
+    }
+    rows.push(row(
+        Path::InProcess,
+        "in-process OpenSSL",
+        1,
+        floor,
+        None,
+        None,
+    ));
     if args.ssh_agent {
-        eprintln!(
-            "{}: {} signatures through ssh-agent...",
-            spec.name(),
-            args.count
-        );
         let ssh = crate::sshagent::SshAgent::start(spec)?;
         let message: Vec<u8> = (0u8..64).collect();
-        let summary = ssh
-            .measure(&message, args.count, args.clients, args.warmup)
-            .await?;
-        rows.push(row(
-            Path::SshAgent,
-            args.clients,
-            summary,
-            Some(summary.p50_us - floor.p50_us),
-        ));
+        for &clients in &args.clients {
+            eprintln!(
+                "{}: {} through ssh-agent, {clients} client(s)...",
+                spec.name(),
+                budget.describe()
+            );
+            let watch = Watch::start(ssh.pid());
+            let summary = ssh.measure(&message, budget, clients, args.warmup).await?;
+            let usage = watch.and_then(|w| w.finish(summary.count));
+            rows.push(row(
+                Path::SshAgent,
+                if spec.name().starts_with("rsa") {
+                    "OpenSSH ssh-agent (rsa-sha2-256, PKCS#1 v1.5)"
+                } else {
+                    "OpenSSH ssh-agent"
+                },
+                clients,
+                summary,
+                Some(summary.p50_us - floor.p50_us),
+                usage,
+            ));
+        }
+    }
+    if args.gpg_agent {
+        let gpg = crate::gpgagent::GpgAgent::start(spec)?;
+        let digest = keyward_sdk::digest(
+            match spec {
+                KeySpec::EcP384 => SignatureAlgorithm::EcdsaSha384,
+                KeySpec::EcP521 => SignatureAlgorithm::EcdsaSha512,
+                _ => SignatureAlgorithm::EcdsaSha256,
+            },
+            b"keyward-bench",
+        )?;
+        let gpg_label = if spec.name().starts_with("rsa") {
+            "GnuPG gpg-agent (PKCS#1 v1.5)"
+        } else {
+            "GnuPG gpg-agent"
+        };
+        for &clients in &args.clients {
+            eprintln!(
+                "{}: {} through gpg-agent, {clients} client(s)...",
+                spec.name(),
+                budget.describe()
+            );
+            let watch = Watch::start(gpg.pid());
+            let summary = gpg.measure(&digest, budget, clients, args.warmup).await?;
+            let usage = watch.and_then(|w| w.finish(summary.count));
+            rows.push(row(
+                Path::GpgAgent,
+                gpg_label,
+                clients,
+                summary,
+                Some(summary.p50_us - floor.p50_us),
+                usage,
+            ));
+        }
     }
     Ok(rows)
 }
 
 /// One signature through the agent.
-async fn sign(
+pub async fn sign(
     client: &Client,
     key_id: &str,
     input: &Input,
@@ -231,43 +291,50 @@ async fn check_signature(
     .with_context(|| format!("the agent's {} signature does not verify", algorithm.name()))
 }
 
-/// `count` signatures through the agent by `clients` concurrent tasks sharing `client`.
+/// Signatures through the agent within `budget` by `clients` concurrent tasks sharing
+/// `client` (or each with its own connection).
 async fn measure_agent(
     client: &Client,
     key_id: &str,
     input: &Arc<Input>,
     options: &Arc<SignOptions>,
-    count: usize,
+    budget: Budget,
     clients: usize,
     connection_per_client: bool,
 ) -> Result<Summary> {
-    let mut connections = Vec::with_capacity(clients);
+    let key_id: Arc<str> = Arc::from(key_id);
+    let mut ops = Vec::with_capacity(clients);
     for _ in 0..clients {
-        connections.push(if connection_per_client {
-            Client::connect(client.socket()).await?
-        } else {
-            client.clone()
+        ops.push(AgentSign {
+            client: if connection_per_client {
+                Client::connect(client.socket()).await?
+            } else {
+                client.clone()
+            },
+            key_id: Arc::clone(&key_id),
+            input: Arc::clone(input),
+            options: Arc::clone(options),
         });
     }
-    let start = Instant::now();
-    let mut tasks = JoinSet::new();
-    for (task, client) in connections.into_iter().enumerate() {
-        let n = count / clients + usize::from(task < count % clients);
-        let key_id = key_id.to_string();
-        let (input, options) = (Arc::clone(input), Arc::clone(options));
-        tasks.spawn(async move {
-            let mut latencies: Vec<Duration> = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t0 = Instant::now();
-                sign(&client, &key_id, &input, &options).await?;
-                latencies.push(t0.elapsed());
-            }
-            Ok::<_, keyward_sdk::Error>(latencies)
-        });
+    drive(ops, budget).await
+}
+
+/// One client of the agent.
+#[derive(Debug)]
+pub struct AgentSign {
+    /// Its connection (or a clone of a shared one).
+    pub client: Client,
+    /// The key signed with.
+    pub key_id: Arc<str>,
+    /// What is signed.
+    pub input: Arc<Input>,
+    /// The algorithm.
+    pub options: Arc<SignOptions>,
+}
+
+impl Op for AgentSign {
+    async fn call(&mut self) -> Result<()> {
+        sign(&self.client, &self.key_id, &self.input, &self.options).await?;
+        Ok(())
     }
-    let mut latencies = Vec::with_capacity(count);
-    while let Some(result) = tasks.join_next().await {
-        latencies.extend(result??);
-    }
-    Ok(Summary::new(latencies, start.elapsed()))
 }

@@ -1,21 +1,33 @@
 //! `keyward-bench`: how much a signature through the agent costs, against the same signature
-//! computed in-process with OpenSSL (the floor no agent can beat).
+//! computed in-process with OpenSSL (the floor no agent can beat) and against other agents
+//! and direct clients of the same key stores.
 //!
 //! ```text
-//! keyward-bench latency --spawn --keys ec-p256,ed25519 --count 20000 --clients 1
+//! keyward-bench latency --spawn --keys ec-p256,ed25519 --count 20000 --clients 1,16 --ssh-agent --gpg-agent
+//! keyward-bench pkcs11                 # SoftHSM2: keyward vs cryptoki directly
+//! keyward-bench cloud                  # local-kms and OpenBao: keyward vs their own clients
+//! keyward-bench startup                # spawn to ready, idle RSS
+//! keyward-bench targets a.json b.json  # the targets of the speed issue, met or missed
 //! ```
 //!
-//! [`latency`] drives the measurement, [`floor`] computes the in-process signatures, [`spawn`]
-//! starts a private `keywardd`, [`stats`] turns latencies into percentiles and [`report`]
-//! prints them.
+//! [`drive`] runs N concurrent clients for a count or a time, [`resources`] reads the serving
+//! process's CPU time and memory from /proc, [`floor`] computes the in-process signatures,
+//! [`spawn`] starts a private `keywardd`, [`sshagent`] and [`gpgagent`] are the baselines,
+//! [`stats`] turns latencies into percentiles and [`report`] prints them.
 
+mod cloud;
+mod drive;
 mod floor;
+mod gpgagent;
 mod latency;
 mod pkcs11;
 mod report;
+mod resources;
 mod spawn;
 mod sshagent;
+mod startup;
 mod stats;
+mod targets;
 
 use std::path::PathBuf;
 
@@ -37,21 +49,30 @@ enum Command {
     Latency(LatencyArgs),
     /// PKCS#11 on SoftHSM2: keyward (1 and N clients) vs cryptoki directly
     Pkcs11(pkcs11::Pkcs11Args),
+    /// Cloud backends on their emulators (local-kms, OpenBao): keyward vs their own clients
+    Cloud(cloud::CloudArgs),
+    /// keywardd start-up time (spawn to ready) and idle memory, on the embedded default
+    Startup(startup::StartupArgs),
+    /// The targets of the speed issue, checked against JSON documents from --json-out
+    Targets(targets::TargetsArgs),
     /// (internal) the direct cryptoki series, run in a child with SOFTHSM2_CONF set
     #[command(hide = true)]
     Pkcs11Floor(pkcs11::FloorArgs),
 }
 
 const LATENCY_AFTER_HELP: &str = "\
-For each key type, one key is generated in the agent; after a warm-up, COUNT signatures are
-made through it by CLIENTS concurrent tasks sharing one connection (ECDSA and RSA sign a digest
-of the right size, Ed25519 a 64-byte message). The same signature is then computed COUNT times
-in this process with OpenSSL, on one thread: the floor. The overhead is agent p50 - floor p50.
+For each key type, one key is generated in the agent; after a warm-up, COUNT signatures (or
+--duration seconds of them) are made through it by CLIENTS concurrent tasks sharing one
+connection, for each value of --clients (ECDSA and RSA sign a digest of the right size, Ed25519
+a 64-byte message). The same signature is computed COUNT times in this process with OpenSSL, on
+one thread: the floor. The overhead is agent p50 - floor p50. With --spawn, the daemon's CPU
+time and peak RSS (and its plugin process's) are read from /proc around each series.
 
 Examples:
   cargo build --release -p keyward-bench -p keyward-daemon
   target/release/keyward-bench latency --spawn
-  target/release/keyward-bench latency --spawn --keys ec-p256 --clients 4 --json
+  target/release/keyward-bench latency --spawn --keys ec-p256 --clients 1,4,16 --json
+  target/release/keyward-bench latency --spawn --keys rsa-2048 --ssh-agent --gpg-agent --duration 5
   keyward-bench latency --socket $XDG_RUNTIME_DIR/keyward/agent.sock --backend local";
 
 /// `keyward-bench latency`
@@ -70,9 +91,14 @@ pub struct LatencyArgs {
     /// Signatures measured per key and path
     #[arg(long, default_value_t = 20_000)]
     pub count: usize,
-    /// Concurrent tasks signing through the agent (sharing one connection)
-    #[arg(long, default_value_t = 1)]
-    pub clients: usize,
+    /// Run each agent series for this many seconds instead of --count signatures (the
+    /// in-process floor still makes --count)
+    #[arg(long, value_name = "SECONDS")]
+    pub duration: Option<f64>,
+    /// Concurrent tasks signing through the agent (sharing one connection); a
+    /// comma-separated list runs one series per value
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub clients: Vec<usize>,
     /// Signatures made per key before measuring
     #[arg(long, default_value_t = 500)]
     pub warmup: usize,
@@ -87,12 +113,19 @@ pub struct LatencyArgs {
     /// connection per client, as ssh clients use)
     #[arg(long)]
     pub ssh_agent: bool,
+    /// Also measure GnuPG's gpg-agent (Assuan SIGKEY/SETHASH/PKSIGN, an unprotected key in a
+    /// temporary GNUPGHOME) with the same key type and concurrency
+    #[arg(long)]
+    pub gpg_agent: bool,
     /// Give each agent client its own connection instead of sharing one HTTP/2 connection
     #[arg(long)]
     pub connection_per_client: bool,
     /// Print a JSON document instead of a Markdown table
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON document to this file
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
 }
 
 pub(crate) fn parse_key_spec(name: &str) -> Result<KeySpec, String> {
@@ -113,6 +146,9 @@ fn main() {
         .and_then(|runtime| match cli.command {
             Command::Latency(args) => runtime.block_on(latency::run(args)),
             Command::Pkcs11(args) => runtime.block_on(pkcs11::run(args)),
+            Command::Cloud(args) => runtime.block_on(cloud::run(args)),
+            Command::Startup(args) => runtime.block_on(startup::run(args)),
+            Command::Targets(args) => targets::run(args),
             Command::Pkcs11Floor(args) => pkcs11::floor(args),
         });
     if let Err(error) = result {

@@ -22,7 +22,10 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use keyward_sdk::{KeySpec, SignOptions};
 
+use crate::drive::{Budget, drive, warm_up};
+use crate::latency::{AgentSign, Input};
 use crate::report::{Path as RowPath, Report, Row};
+use crate::resources::Watch;
 use crate::spawn::{Extra, PrivateDaemon};
 use crate::stats::Summary;
 
@@ -53,6 +56,9 @@ pub struct Pkcs11Args {
     /// Print JSON instead of Markdown
     #[arg(long)]
     pub json: bool,
+    /// Also write the JSON document to this file
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
 }
 
 /// `keyward-bench pkcs11-floor` (internal): the direct cryptoki series, as JSON on stdout.
@@ -150,9 +156,11 @@ pub async fn run(args: Pkcs11Args) -> Result<()> {
                 key_id: label.clone(),
                 algorithm,
                 path,
+                label: path.name().to_string(),
                 clients: 1,
                 summary,
                 overhead_p50_us: None,
+                resources: None,
             });
         }
         let floor_p50 = rows
@@ -166,73 +174,73 @@ pub async fn run(args: Pkcs11Args) -> Result<()> {
                 spec.name(),
                 args.count
             );
-            let summary =
-                agent_series(&client, &label, &digest, &options, args.count, clients).await?;
+            let (summary, resources) = agent_series(
+                &client,
+                daemon.pid(),
+                &label,
+                &digest,
+                &options,
+                args.count,
+                clients,
+            )
+            .await?;
             rows.push(Row {
                 spec,
                 key_id: label.clone(),
                 algorithm,
                 path: RowPath::Agent,
+                label: "keyward pkcs11 (plugin process)".to_string(),
                 clients,
                 summary,
                 overhead_p50_us: floor_p50.map(|f| summary.p50_us - f),
+                resources,
             });
         }
     }
     daemon.stop();
     let report = Report {
+        benchmark: "pkcs11",
         socket: daemon.socket().to_path_buf(),
         spawned: true,
         count: args.count,
-        clients: args.clients.iter().copied().max().unwrap_or(1),
-        warmup: 0,
+        duration_s: None,
+        warmup: 100,
+        note: format!(
+            "SoftHSM2 token; keyward's pkcs11 backend in its plugin process with {} sessions. \
+             Server CPU and RSS: keywardd and the plugin process. The session-per-signature \
+             series has {} signatures.",
+            args.sessions, args.session_count
+        ),
         rows,
     };
-    let text = if args.json {
-        crate::report::json(&report)
-    } else {
-        crate::report::markdown(&report)
-    };
-    println!("{text}");
-    Ok(())
+    crate::report::print(&report, args.json, args.json_out.as_ref())
 }
 
 async fn agent_series(
     client: &keyward_sdk::Client,
+    pid: Option<u32>,
     key_id: &str,
     digest: &Arc<Vec<u8>>,
     options: &Arc<SignOptions>,
     count: usize,
     clients: usize,
-) -> Result<Summary> {
-    for _ in 0..100 {
-        client.sign_digest(key_id, digest, options).await?;
+) -> Result<(Summary, Option<crate::resources::Usage>)> {
+    let input = Arc::new(Input::Digest(digest.to_vec()));
+    let mut ops: Vec<AgentSign> = (0..clients)
+        .map(|_| AgentSign {
+            client: client.clone(),
+            key_id: Arc::from(key_id),
+            input: Arc::clone(&input),
+            options: Arc::clone(options),
+        })
+        .collect();
+    if let Some(first) = ops.first_mut() {
+        warm_up(first, 100).await?;
     }
-    let start = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for task in 0..clients {
-        let n = count / clients + usize::from(task < count % clients);
-        let (client, key_id, digest, options) = (
-            client.clone(),
-            key_id.to_string(),
-            Arc::clone(digest),
-            Arc::clone(options),
-        );
-        tasks.spawn(async move {
-            let mut latencies = Vec::with_capacity(n);
-            for _ in 0..n {
-                let t0 = Instant::now();
-                client.sign_digest(&key_id, &digest, &options).await?;
-                latencies.push(t0.elapsed());
-            }
-            Ok::<_, keyward_sdk::Error>(latencies)
-        });
-    }
-    let mut latencies = Vec::with_capacity(count);
-    while let Some(result) = tasks.join_next().await {
-        latencies.extend(result??);
-    }
-    Ok(Summary::new(latencies, start.elapsed()))
+    let watch = pid.and_then(Watch::start);
+    let summary = drive(ops, Budget::Count(count)).await?;
+    let usage = watch.and_then(|w| w.finish(summary.count));
+    Ok((summary, usage))
 }
 
 fn floor_in_child(
@@ -271,6 +279,7 @@ fn floor_in_child(
             max_us: us("max_us")?,
             mean_us: us("mean_us")?,
             per_second: us("per_second")?,
+            errors: 0,
         })
     };
     Ok(vec![

@@ -22,14 +22,21 @@ pub enum Extra<'a> {
     Local(&'a str),
     /// These `[[backend]]` tables, verbatim.
     Backends(&'a str),
+    /// No config file: the embedded default (one `local` backend), with the XDG directories
+    /// in the temporary directory.
+    Embedded,
 }
 
 /// A running private daemon; stopped (and its directory removed) when dropped.
 #[derive(Debug)]
 pub struct PrivateDaemon {
     child: Option<Child>,
+    exe: PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
     socket: PathBuf,
     log: PathBuf,
+    startup: Duration,
     // Held for its Drop, which removes the directory.
     _dir: TempDir,
 }
@@ -41,8 +48,9 @@ impl PrivateDaemon {
         Self::start_with(Extra::Local(isolation), &[]).await
     }
 
-    /// Starts `keywardd` with the `local` backend (`Extra::Local`) or with the given
-    /// `[[backend]]` tables instead, and extra environment variables.
+    /// Starts `keywardd` with the `local` backend (`Extra::Local`), with the given
+    /// `[[backend]]` tables instead, or on its embedded default, and extra environment
+    /// variables.
     pub async fn start_with(
         extra: Extra<'_>,
         env: &[(&str, &str)],
@@ -61,45 +69,98 @@ impl PrivateDaemon {
             .tempdir()
             .context("cannot create a temporary directory")?;
         let root = dir.path();
-        for sub in ["state", "keys"] {
+        for sub in ["state", "keys", "run", "data", "config"] {
             DirBuilder::new()
                 .mode(0o700)
                 .create(root.join(sub))
                 .with_context(|| format!("cannot create {}", root.join(sub).display()))?;
         }
-        let socket = root.join("agent.sock");
-        let config = root.join("keywardd.toml");
-        let text = match extra {
-            Extra::Local(isolation) => config_text(root, isolation),
-            Extra::Backends(tables) => format!(
-                "socket = {}\nstate_dir = {}\n\n{tables}\n",
-                toml_string(&root.join("agent.sock").display().to_string()),
-                toml_string(&root.join("state").display().to_string()),
-            ),
+        let mut env: Vec<(String, String)> = env
+            .iter()
+            .map(|&(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut args = Vec::new();
+        let socket = if let Extra::Embedded = extra {
+            // No config file: XDG_CONFIG_HOME names an empty directory, and the default key
+            // directory and socket fall under the temporary directory.
+            for (name, sub) in [
+                ("XDG_RUNTIME_DIR", "run"),
+                ("XDG_DATA_HOME", "data"),
+                ("XDG_CONFIG_HOME", "config"),
+                ("XDG_STATE_HOME", "state"),
+            ] {
+                env.push((name.to_string(), root.join(sub).display().to_string()));
+            }
+            root.join("run/keyward/agent.sock")
+        } else {
+            let config = root.join("keywardd.toml");
+            let text = match extra {
+                Extra::Local(isolation) => config_text(root, isolation),
+                Extra::Backends(tables) => format!(
+                    "socket = {}\nstate_dir = {}\n\n{tables}\n",
+                    toml_string(&root.join("agent.sock").display().to_string()),
+                    toml_string(&root.join("state").display().to_string()),
+                ),
+                Extra::Embedded => unreachable!("handled above"),
+            };
+            std::fs::write(&config, text)
+                .with_context(|| format!("cannot write {}", config.display()))?;
+            args.push("--config".to_string());
+            args.push(config.display().to_string());
+            root.join("agent.sock")
         };
-        std::fs::write(&config, text)
-            .with_context(|| format!("cannot write {}", config.display()))?;
         let log = root.join("keywardd.log");
-        let log_file = std::fs::File::create(&log)
-            .with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(&exe)
-            .arg("--config")
-            .arg(&config)
+        let mut daemon = PrivateDaemon {
+            child: None,
+            exe,
+            args,
+            env,
+            socket,
+            log,
+            startup: Duration::ZERO,
+            _dir: dir,
+        };
+        let client = daemon.launch().await?;
+        Ok((daemon, client))
+    }
+
+    /// Stops the daemon and starts it again with the same directory and config.
+    pub async fn restart(&mut self) -> Result<Client> {
+        self.stop();
+        self.launch().await
+    }
+
+    /// Starts the process and waits until it answers `ListKeys`.
+    async fn launch(&mut self) -> Result<Client> {
+        let log_file = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("cannot open {}", self.log.display()))?;
+        let started = Instant::now();
+        let child = Command::new(&self.exe)
+            .args(&self.args)
             .env("KEYWARD_LOG", "warn")
-            .envs(env.iter().copied())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
             .stderr(log_file)
             .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
-        let mut daemon = PrivateDaemon {
-            child: Some(child),
-            socket,
-            log,
-            _dir: dir,
-        };
-        let client = daemon.wait_until_ready().await?;
-        Ok((daemon, client))
+            .with_context(|| format!("cannot start {}", self.exe.display()))?;
+        self.child = Some(child);
+        let client = self.wait_until_ready().await?;
+        self.startup = started.elapsed();
+        Ok(client)
+    }
+
+    /// The daemon's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// From spawning the process to its first answer to `ListKeys`, at the last start.
+    pub fn startup(&self) -> Duration {
+        self.startup
     }
 
     /// The socket the daemon listens on.
@@ -118,6 +179,20 @@ impl PrivateDaemon {
                     self.log_text()
                 );
             }
+            // Polled often (a stat is cheap) so that the start-up time is measured closely;
+            // connecting is tried once the socket exists.
+            if !self.socket.exists() {
+                if Instant::now() >= deadline {
+                    bail!(
+                        "keywardd did not create {} within {} s; its log:\n{}",
+                        self.socket.display(),
+                        START_TIMEOUT.as_secs(),
+                        self.log_text()
+                    );
+                }
+                tokio::time::sleep(Duration::from_micros(500)).await;
+                continue;
+            }
             let last_error = match Client::connect(&self.socket).await {
                 Ok(client) => match client.list_keys().await {
                     Ok(_) => return Ok(client),
@@ -133,7 +208,7 @@ impl PrivateDaemon {
                     self.log_text()
                 );
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 

@@ -4,14 +4,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use keyward_sdk::KeySpec;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::task::JoinSet;
 
+use crate::drive::{Budget, Op, drive, warm_up};
 use crate::stats::Summary;
 
 const SSH_AGENTC_SIGN_REQUEST: u8 = 13;
@@ -82,40 +82,44 @@ impl SshAgent {
         Ok(agent)
     }
 
-    /// `count` signatures of `message` by `clients` tasks, each on its own connection.
+    /// Signatures of `message` within `budget` by `clients` tasks, each on its own
+    /// connection, as ssh clients use the agent.
     pub async fn measure(
         &self,
         message: &[u8],
-        count: usize,
+        budget: Budget,
         clients: usize,
         warmup: usize,
     ) -> Result<Summary> {
         let request = sign_request(&self.key_blob, message, self.flags);
-        let mut warm = UnixStream::connect(&self.socket).await?;
-        for _ in 0..warmup {
-            round_trip(&mut warm, &request).await?;
-        }
-        let start = Instant::now();
-        let mut tasks = JoinSet::new();
-        for task in 0..clients {
-            let n = count / clients + usize::from(task < count % clients);
-            let (socket, request) = (self.socket.clone(), request.clone());
-            tasks.spawn(async move {
-                let mut stream = UnixStream::connect(&socket).await?;
-                let mut latencies = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let t0 = Instant::now();
-                    round_trip(&mut stream, &request).await?;
-                    latencies.push(t0.elapsed());
-                }
-                Ok::<_, anyhow::Error>(latencies)
+        let mut ops = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            ops.push(SshSign {
+                stream: UnixStream::connect(&self.socket).await?,
+                request: request.clone(),
             });
         }
-        let mut latencies = Vec::with_capacity(count);
-        while let Some(result) = tasks.join_next().await {
-            latencies.extend(result??);
+        if let Some(first) = ops.first_mut() {
+            warm_up(first, warmup).await?;
         }
-        Ok(Summary::new(latencies, start.elapsed()))
+        drive(ops, budget).await
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// One client's connection and its request.
+struct SshSign {
+    stream: UnixStream,
+    request: Vec<u8>,
+}
+
+impl Op for SshSign {
+    async fn call(&mut self) -> Result<()> {
+        round_trip(&mut self.stream, &self.request).await
     }
 }
 

@@ -15,8 +15,10 @@ pub struct Summary {
     pub max_us: f64,
     /// Mean latency, µs.
     pub mean_us: f64,
-    /// Signatures per second over the whole run (wall clock).
+    /// Signatures per second over the whole run (wall clock), successful ones only.
     pub per_second: f64,
+    /// Requests that failed (not in the latencies).
+    pub errors: usize,
 }
 
 impl Summary {
@@ -41,7 +43,13 @@ impl Summary {
             } else {
                 count as f64 / wall.as_secs_f64()
             },
+            errors: 0,
         }
+    }
+
+    /// The same summary with `errors` failed requests.
+    pub fn with_errors(self, errors: usize) -> Summary {
+        Summary { errors, ..self }
     }
 }
 
