@@ -22,6 +22,11 @@
 //! request whose `attempt` cannot be written never reaches the backend (`UNAVAILABLE`), and a
 //! signature whose `ok` cannot be written is withheld.
 //!
+//! Writes are group-committed: a record is appended under the log's lock, then made durable
+//! by an `fdatasync` outside it; one `fdatasync` covers every record appended before it
+//! started, so concurrent requests share flushes instead of queueing for one each. A request
+//! still goes on only after its own record is on disk.
+//!
 //! Rotation renames the file to `<path>.<n>` (n = 1, 2, ...: higher is newer) and starts a new
 //! one whose first `prev` is the hash of the old file's last line, so the files verify in order
 //! with `keyward audit verify <path>.1 <path>.2 ... <path>` (the verifier is
@@ -135,7 +140,7 @@ impl CallerRecord {
 /// One audit record, without the fields the writer adds (`seq`, `time`, `prev`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Record {
-    /// `sign`, `generate_key`, `attach_certificate_chain`.
+    /// `sign`, `generate_key`, `attach_certificate_chain`, `unlock_backend` (never the PIN).
     pub event: &'static str,
     /// `attempt`, `ok`, `denied`, `error`.
     pub result: &'static str,
@@ -190,7 +195,7 @@ struct Line<'a> {
 #[derive(Debug)]
 struct Writer {
     config: AuditConfig,
-    file: File,
+    file: Arc<File>,
     prev: [u8; 32],
     seq: u64,
     size: u64,
@@ -208,7 +213,39 @@ pub enum Stage {
 /// The audit log of a running daemon (or none). Clones share the file.
 #[derive(Clone, Debug, Default)]
 pub struct Auditor {
-    inner: Option<Arc<(bool, Mutex<Writer>)>>,
+    inner: Option<Arc<Shared>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    fail_closed: bool,
+    writer: Mutex<Writer>,
+    /// The highest `seq` known to be on disk; held while an `fdatasync` runs.
+    durable: Mutex<u64>,
+}
+
+impl Shared {
+    /// Appends `record` and returns once it is on disk.
+    fn write(&self, record: &Record) -> Result<(), String> {
+        let seq = {
+            let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            writer.append(record)?
+        };
+        let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
+        if *durable >= seq {
+            // Someone else's flush, started after our append, covered us.
+            return Ok(());
+        }
+        // Flush everything appended so far (ours and whatever came since).
+        let (file, upto, path) = {
+            let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            (writer.file.clone(), writer.seq, writer.config.path.clone())
+        };
+        file.sync_data()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        *durable = upto;
+        Ok(())
+    }
 }
 
 impl Auditor {
@@ -217,8 +254,13 @@ impl Auditor {
     pub fn open(config: &AuditConfig) -> Result<Auditor, String> {
         let writer = Writer::open(config.clone())?;
         tracing::info!(path = %config.path.display(), seq = writer.seq, fail_closed = config.fail_closed, "audit log open");
+        let durable = writer.seq;
         Ok(Auditor {
-            inner: Some(Arc::new((config.fail_closed, Mutex::new(writer)))),
+            inner: Some(Arc::new(Shared {
+                fail_closed: config.fail_closed,
+                writer: Mutex::new(writer),
+                durable: Mutex::new(durable),
+            })),
         })
     }
 
@@ -234,15 +276,12 @@ impl Auditor {
             return Ok(());
         };
         let shared = inner.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let mut writer = shared.1.lock().unwrap_or_else(|p| p.into_inner());
-            writer.append(&record)
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the audit writer failed: {e}")));
+        let written = tokio::task::spawn_blocking(move || shared.write(&record))
+            .await
+            .unwrap_or_else(|e| Err(format!("the audit writer failed: {e}")));
         match written {
             Ok(()) => Ok(()),
-            Err(why) if inner.0 => {
+            Err(why) if inner.fail_closed => {
                 tracing::error!("the audit log cannot be written: {why}; refusing (fail_closed)");
                 Err(AgentError::AuditUnavailable(match stage {
                     Stage::Before => format!(
@@ -265,7 +304,7 @@ impl Auditor {
     /// The last `seq` and the hex hash of the last line, to log as an anchor.
     pub fn head(&self) -> Option<(u64, String)> {
         let inner = self.inner.as_ref()?;
-        let writer = inner.1.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         Some((writer.seq, hex::encode(writer.prev)))
     }
 }
@@ -319,14 +358,15 @@ impl Writer {
         };
         Ok(Writer {
             config,
-            file,
+            file: Arc::new(file),
             prev,
             seq,
             size,
         })
     }
 
-    fn append(&mut self, record: &Record) -> Result<(), String> {
+    /// Writes the record's line (not yet synced); returns its `seq`.
+    fn append(&mut self, record: &Record) -> Result<u64, String> {
         let seq = self.seq + 1;
         let mut line = serde_json::to_vec(&Line {
             seq,
@@ -343,11 +383,7 @@ impl Writer {
         }
         let hash: [u8; 32] = Sha256::digest(&line).into();
         line.push(b'\n');
-        let written = self
-            .file
-            .write_all(&line)
-            .and_then(|()| self.file.sync_data());
-        if let Err(e) = written {
+        if let Err(e) = (&*self.file).write_all(&line) {
             // Take back a partial line so the next record does not follow garbage.
             let _ = self.file.set_len(self.size);
             return Err(format!("{}: {e}", self.config.path.display()));
@@ -355,7 +391,7 @@ impl Writer {
         self.size += line.len() as u64;
         self.prev = hash;
         self.seq = seq;
-        Ok(())
+        Ok(seq)
     }
 
     /// Renames the file to `<path>.<n>` and starts a new one; the chain goes on.
@@ -363,6 +399,11 @@ impl Writer {
         let path = &self.config.path;
         let next = rotated(path).last().map_or(1, |(n, _)| n + 1);
         let target = numbered(path, next);
+        // Records in the old file that no flush has covered yet must be on disk before
+        // flushes start going to the new file.
+        self.file
+            .sync_data()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         std::fs::rename(path, &target).map_err(|e| {
             format!(
                 "cannot rotate {} to {}: {e}",
@@ -373,13 +414,15 @@ impl Writer {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             let _ = File::open(dir).and_then(|d| d.sync_all());
         }
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("cannot start a new audit log {}: {e}", path.display()))?;
+        self.file = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| format!("cannot start a new audit log {}: {e}", path.display()))?,
+        );
         self.size = 0;
         tracing::info!(rotated = %target.display(), seq = self.seq, head = %hex::encode(self.prev), "audit log rotated");
         Ok(())

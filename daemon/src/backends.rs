@@ -27,6 +27,10 @@ pub fn known_types() -> Vec<&'static str> {
         "awskms",
         #[cfg(feature = "azurekv")]
         "azurekv",
+        #[cfg(feature = "pgp")]
+        "pgp",
+        #[cfg(feature = "yubikey")]
+        "yubikey",
     ]
     .into_iter()
     .collect()
@@ -37,7 +41,8 @@ pub fn known_types() -> Vec<&'static str> {
 fn default_isolation(backend_type: &str) -> Isolation {
     match backend_type {
         // A PKCS#11 module is foreign C code that can crash or hang: keep it out of the daemon.
-        "external" | "pkcs11" => Isolation::Process,
+        // A card reader (PC/SC) can hang or vanish mid-call: keep it out of the daemon too.
+        "external" | "pkcs11" | "yubikey" => Isolation::Process,
         _ => Isolation::None,
     }
 }
@@ -73,6 +78,14 @@ pub fn check(config: &BackendConfig) -> Result<(), ConfigError> {
         "azurekv" => config
             .settings::<keyward_plugin_azurekv::AzureKvSettings>()
             .map(drop),
+        #[cfg(feature = "pgp")]
+        "pgp" => config
+            .settings::<keyward_plugin_pgp::PgpSettings>()
+            .map(drop),
+        #[cfg(feature = "yubikey")]
+        "yubikey" => config
+            .settings::<keyward_plugin_yubikey::YubikeySettings>()
+            .map(drop),
         "external" => Ok(()),
         _ => Err(unknown_type(config)),
     }
@@ -93,6 +106,13 @@ fn build_in_process(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigEr
             let settings: keyward_plugin_pkcs11::Pkcs11Settings = config.settings()?;
             let backend =
                 keyward_plugin_pkcs11::Pkcs11Backend::new(settings).map_err(|e| config.error(e))?;
+            Ok(Arc::new(backend))
+        }
+        #[cfg(feature = "yubikey")]
+        "yubikey" => {
+            let settings: keyward_plugin_yubikey::YubikeySettings = config.settings()?;
+            let backend = keyward_plugin_yubikey::YubikeyBackend::new(settings)
+                .map_err(|e| config.error(e))?;
             Ok(Arc::new(backend))
         }
         #[cfg(feature = "vault")]
@@ -116,6 +136,13 @@ fn build_in_process(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigEr
                 .map_err(|e| config.error(e))?;
             Ok(Arc::new(backend))
         }
+        #[cfg(feature = "pgp")]
+        "pgp" => {
+            let settings: keyward_plugin_pgp::PgpSettings = config.settings()?;
+            let backend =
+                keyward_plugin_pgp::PgpBackend::new(settings).map_err(|e| config.error(e))?;
+            Ok(Arc::new(backend))
+        }
         _ => Err(unknown_type(config)),
     }
 }
@@ -131,35 +158,123 @@ pub struct PluginContext {
     pub stop: watch::Receiver<bool>,
 }
 
-/// The backends of a running daemon, and the supervisors of those that are processes.
-#[derive(Debug, Default)]
-pub struct Built {
-    /// By instance name.
-    pub backends: BTreeMap<String, Arc<dyn Backend>>,
-    /// Plugin processes, for start-up waiting and shutdown.
-    pub plugins: Vec<(PluginBackend, JoinHandle<()>)>,
+/// A backend instance of a running daemon: its config (to tell whether a reload changed it),
+/// the backend, and its supervisor when it is a plugin process.
+#[derive(Debug)]
+pub struct Running {
+    /// The `[[backend]]` table it was made from.
+    pub config: BackendConfig,
+    /// The backend (a [`PluginBackend`] for plugin processes).
+    pub backend: Arc<dyn Backend>,
+    /// The plugin process, for start-up waiting and shutdown.
+    pub plugin: Option<RunningPlugin>,
 }
 
-/// Makes every backend of the config. Plugin processes start in the background.
-pub fn build_all(configs: &[BackendConfig], context: &PluginContext) -> Result<Built, ConfigError> {
-    let mut built = Built::default();
+/// A supervised plugin process with its own stop signal, so that a reload can stop one plugin
+/// while the others keep running.
+#[derive(Debug)]
+pub struct RunningPlugin {
+    /// The handle requests go through.
+    pub handle: PluginBackend,
+    /// The supervisor task; it ends after the process has stopped.
+    pub task: JoinHandle<()>,
+    stop: Arc<watch::Sender<bool>>,
+}
+
+impl RunningPlugin {
+    /// Stops the plugin process (SIGTERM, then SIGKILL) and waits for its supervisor, at most
+    /// `limit`.
+    pub async fn stop(self, limit: std::time::Duration) {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(limit, self.task).await;
+    }
+}
+
+/// Whether two `[[backend]]` tables make the same backend (everything but where they were
+/// written down).
+fn same_backend(a: &BackendConfig, b: &BackendConfig) -> bool {
+    a.name == b.name
+        && a.backend_type == b.backend_type
+        && a.isolation == b.isolation
+        && a.timeout == b.timeout
+        && a.startup_timeout == b.startup_timeout
+        && a.health_interval == b.health_interval
+        && a.command == b.command
+        && a.env == b.env
+        && a.settings == b.settings
+}
+
+/// Makes the backends of `configs` that `previous` does not already run with the same table
+/// (all of them at start-up). The unchanged ones are left in `previous` to be taken over as
+/// they are: no plugin restart, no new login. On error, plugins started here are stopped.
+pub async fn build_changed(
+    configs: &[BackendConfig],
+    context: &PluginContext,
+    previous: &BTreeMap<String, Running>,
+) -> Result<BTreeMap<String, Running>, ConfigError> {
+    let mut built: BTreeMap<String, Running> = BTreeMap::new();
     for config in configs {
-        check(config)?;
-        let isolation = config
-            .isolation
-            .unwrap_or_else(|| default_isolation(&config.backend_type));
-        let backend: Arc<dyn Backend> = match isolation {
-            Isolation::None => build_in_process(config)?,
-            Isolation::Process => {
-                let spec = launch_spec(config, context)?;
-                let (plugin, task) = PluginBackend::spawn(spec, context.stop.clone());
-                built.plugins.push((plugin.clone(), task));
-                Arc::new(plugin)
+        if previous
+            .get(&config.name)
+            .is_some_and(|running| same_backend(&running.config, config))
+        {
+            continue;
+        }
+        match build_one(config, context) {
+            Ok(running) => {
+                built.insert(config.name.clone(), running);
             }
-        };
-        built.backends.insert(config.name.clone(), backend);
+            Err(e) => {
+                stop_all(built.into_values()).await;
+                return Err(e);
+            }
+        }
     }
     Ok(built)
+}
+
+/// Stops the plugin processes among `backends` (in-process ones just drop).
+pub async fn stop_all(backends: impl IntoIterator<Item = Running>) {
+    for running in backends {
+        if let Some(plugin) = running.plugin {
+            plugin.stop(std::time::Duration::from_secs(10)).await;
+        }
+    }
+}
+
+fn build_one(config: &BackendConfig, context: &PluginContext) -> Result<Running, ConfigError> {
+    check(config)?;
+    let isolation = config
+        .isolation
+        .unwrap_or_else(|| default_isolation(&config.backend_type));
+    match isolation {
+        Isolation::None => Ok(Running {
+            config: config.clone(),
+            backend: build_in_process(config)?,
+            plugin: None,
+        }),
+        Isolation::Process => {
+            let spec = launch_spec(config, context)?;
+            // The plugin stops when the daemon stops or when a reload retires it.
+            let (stop, stop_rx) = watch::channel(false);
+            let stop = Arc::new(stop);
+            let forward = stop.clone();
+            let mut daemon_stop = context.stop.clone();
+            let mut own_stop = stop_rx.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = daemon_stop.wait_for(|s| *s) => { let _ = forward.send(true); }
+                    _ = own_stop.wait_for(|s| *s) => {}
+                }
+            });
+            let (handle, task) = PluginBackend::spawn(spec, stop_rx);
+            Ok(Running {
+                config: config.clone(),
+                backend: Arc::new(handle.clone()),
+                plugin: Some(RunningPlugin { handle, task, stop }),
+            })
+        }
+    }
 }
 
 fn launch_spec(config: &BackendConfig, context: &PluginContext) -> Result<LaunchSpec, ConfigError> {

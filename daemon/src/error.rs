@@ -49,6 +49,14 @@ pub enum AgentError {
         /// What the backend said.
         source: BackendError,
     },
+    /// A backend failed an operation on the backend itself (no key: `UnlockBackend`).
+    #[error("backend {backend:?}: {source}")]
+    BackendCall {
+        /// The backend instance.
+        backend: String,
+        /// What the backend said.
+        source: BackendError,
+    },
     /// The backend returned a signature that does not verify; it was withheld.
     #[error(
         "key {key_id:?} on backend {backend:?}: the backend returned a signature that failed verification and was withheld ({source}); check the backend's health and configuration"
@@ -74,6 +82,12 @@ pub enum AgentError {
     /// request reached the backend.
     #[error("{0}")]
     AuditUnavailable(String),
+    /// The config was reloaded (SIGHUP) while this admin request waited for its turn; nothing
+    /// was changed.
+    #[error(
+        "keywardd reloaded its config while this request waited; nothing was changed, send it again"
+    )]
+    Reloaded,
     /// A bug or unexpected state in the daemon.
     #[error("internal error: {0}")]
     Internal(String),
@@ -87,7 +101,8 @@ pub fn to_status(error: &AgentError) -> Status {
         AgentError::InvalidArgument(_) => Code::InvalidArgument,
         AgentError::PermissionDenied(_) => Code::PermissionDenied,
         AgentError::FailedPrecondition(_) => Code::FailedPrecondition,
-        AgentError::Backend { source, .. } => match source {
+        AgentError::Backend { source, .. } | AgentError::BackendCall { source, .. } => match source
+        {
             BackendError::NotFound(_) => Code::NotFound,
             BackendError::Unsupported(_) => Code::Unimplemented,
             BackendError::InvalidInput(_) => Code::InvalidArgument,
@@ -98,10 +113,19 @@ pub fn to_status(error: &AgentError) -> Status {
         },
         AgentError::RateLimited { .. } => Code::ResourceExhausted,
         AgentError::AuditUnavailable(_) => Code::Unavailable,
+        AgentError::Reloaded => Code::Aborted,
         AgentError::BadSignature { .. } | AgentError::Internal(_) => Code::Internal,
     };
     let mut status = Status::new(code, error.to_string());
     if let AgentError::Backend {
+        source:
+            BackendError::Unavailable {
+                retry_after: Some(after),
+                ..
+            },
+        ..
+    }
+    | AgentError::BackendCall {
         source:
             BackendError::Unavailable {
                 retry_after: Some(after),

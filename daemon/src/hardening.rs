@@ -11,6 +11,10 @@
 //!   when `RLIMIT_MEMLOCK` is finite and the daemon lacks `CAP_IPC_LOCK`: with `MCL_FUTURE`,
 //!   allocations past the limit would fail later, in the middle of a request.
 //!
+//! Not hardening but done at the same time: the soft `RLIMIT_NOFILE` is raised to the hard
+//! limit, so that a flood of idle client connections cannot make `accept` fail for everyone
+//! at the usual soft limit of 1024.
+//!
 //! The umask (077) is set in `main`.
 
 use rustix::mm::{MlockAllFlags, mlockall};
@@ -27,6 +31,8 @@ pub struct Hardening {
     pub no_core: Result<(), String>,
     /// `mlockall`, or why memory is not locked.
     pub memory_locked: Result<(), String>,
+    /// The soft `RLIMIT_NOFILE` after raising it to the hard limit.
+    pub open_files: Result<u64, String>,
 }
 
 impl Hardening {
@@ -44,6 +50,7 @@ impl Hardening {
             )
             .map_err(|e| format!("setrlimit(RLIMIT_CORE, 0) failed: {e}")),
             memory_locked: lock_memory(),
+            open_files: raise_open_files(),
         }
     }
 
@@ -57,11 +64,33 @@ impl Hardening {
                 tracing::warn!("hardening step \"{step}\" failed: {e}");
             }
         }
+        match &self.open_files {
+            Ok(limit) => tracing::debug!(limit, "open file limit"),
+            Err(e) => tracing::warn!("cannot raise the open file limit: {e}"),
+        }
         match &self.memory_locked {
             Ok(()) => tracing::debug!("memory locked (mlockall); secrets stay out of swap"),
             Err(why) => tracing::warn!("memory is not locked: {why}"),
         }
     }
+}
+
+fn raise_open_files() -> Result<u64, String> {
+    let limit = getrlimit(Resource::Nofile);
+    // RLIM_INFINITY is not accepted for NOFILE; 1 << 20 is the kernel's default nr_open.
+    let hard = limit.maximum.unwrap_or(1 << 20).min(1 << 20);
+    if limit.current.is_some_and(|soft| soft >= hard) {
+        return Ok(limit.current.unwrap_or(hard));
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: limit.maximum,
+        },
+    )
+    .map_err(|e| format!("setrlimit(RLIMIT_NOFILE, {hard}) failed: {e}"))?;
+    Ok(hard)
 }
 
 fn lock_memory() -> Result<(), String> {

@@ -9,13 +9,16 @@ use keyward_daemon::{paths, server};
 
 /// The keyward signing agent: holds private keys in its backends and signs for local clients
 /// over a Unix socket.
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     version,
     after_help = "\
 With no config file, keywardd runs on an embedded default: one `local` backend keeping keys
 under $XDG_DATA_HOME/keyward/keys, and a socket at $XDG_RUNTIME_DIR/keyward/agent.sock.
 Clients find the socket through KEYWARD_SOCK (like SSH_AUTH_SOCK).
+
+SIGHUP reloads the config: backends and keys added, changed or removed take effect for new
+requests; a config with an error is refused (logged) and the running one stays.
 
 Logging: KEYWARD_LOG sets the filter (e.g. `debug`, `keyward_daemon=trace`); default `info`."
 )]
@@ -68,7 +71,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(server::run(config, shutdown_signal())) {
+    let result = runtime.block_on(async {
+        let reloads = reload_on_sighup(args.clone());
+        server::run_with_reload(config, shutdown_signal(), reloads).await
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             tracing::error!("{message}");
@@ -118,6 +125,28 @@ fn init_logging(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// Reads the config again on every SIGHUP and hands the result to the server. The handler is
+/// installed before this returns, so an early SIGHUP never kills the daemon.
+fn reload_on_sighup(args: Args) -> tokio::sync::mpsc::Receiver<Result<config::Config, String>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    match signal(SignalKind::hangup()) {
+        Ok(mut hangup) => {
+            tokio::spawn(async move {
+                while hangup.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading the config");
+                    let loaded = load_config(&args);
+                    if sender.send(loaded).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot install the SIGHUP handler ({e}); config reload is off"),
+    }
+    receiver
 }
 
 /// Completes on SIGTERM or SIGINT.

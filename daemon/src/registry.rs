@@ -14,6 +14,7 @@
 //! key is logged and not served, so the key still signs and a new chain can be attached.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -61,6 +62,8 @@ struct Inner {
     chains: HashMap<String, Vec<Vec<u8>>>,
     /// ids whose chain comes from the config (attaching another is refused).
     config_chains: HashMap<String, std::path::PathBuf>,
+    /// id -> attached OpenPGP certificate (binary); served instead of the backend's.
+    openpgp: HashMap<String, Vec<u8>>,
 }
 
 /// All backends and keys of a running daemon.
@@ -69,8 +72,12 @@ pub struct Registry {
     backends: BTreeMap<String, Arc<dyn Backend>>,
     inner: RwLock<Inner>,
     state: State,
-    /// Serialises key creation so two requests cannot race for one id.
-    generate_lock: tokio::sync::Mutex<()>,
+    /// Serialises key creation and chain attachment so two requests cannot race for one id.
+    /// Shared with the registries that replace this one on reload.
+    generate_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Set when a reload has replaced this registry: admin requests still queued on it are
+    /// refused, so that nothing is recorded in a registry nobody reads any more.
+    retired: AtomicBool,
 }
 
 impl Registry {
@@ -79,6 +86,46 @@ impl Registry {
     pub fn new(
         config: &Config,
         backends: BTreeMap<String, Arc<dyn Backend>>,
+    ) -> Result<Self, String> {
+        Self::build(config, backends, Arc::default())
+    }
+
+    /// The registry that replaces this one after a reload: built from the new config and
+    /// backends, it reads the state directory again and shares this one's admin lock. Call it
+    /// while holding [`Registry::admin_lock`], then [`Registry::retire`] this one.
+    pub fn successor(
+        &self,
+        config: &Config,
+        backends: BTreeMap<String, Arc<dyn Backend>>,
+    ) -> Result<Self, String> {
+        Self::build(config, backends, self.generate_lock.clone())
+    }
+
+    /// Waits until no key creation or chain attachment is running, and keeps others out while
+    /// the guard lives.
+    pub async fn admin_lock(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        self.generate_lock.clone().lock_owned().await
+    }
+
+    /// Marks this registry as replaced: admin requests that were waiting on it are refused
+    /// with [`AgentError::Reloaded`].
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// The lock for an admin change, unless a reload has retired this registry meanwhile.
+    async fn lock_for_change(&self) -> Result<tokio::sync::MutexGuard<'_, ()>, AgentError> {
+        let guard = self.generate_lock.lock().await;
+        if self.retired.load(Ordering::SeqCst) {
+            return Err(AgentError::Reloaded);
+        }
+        Ok(guard)
+    }
+
+    fn build(
+        config: &Config,
+        backends: BTreeMap<String, Arc<dyn Backend>>,
+        generate_lock: Arc<tokio::sync::Mutex<()>>,
     ) -> Result<Self, String> {
         let (state, created) = State::open(&config.state_dir)?;
         let mut inner = Inner::default();
@@ -123,6 +170,17 @@ impl Registry {
                 ),
             }
         }
+        for (id, read) in state.load_openpgp() {
+            let id = chain_file_id(&id);
+            match read {
+                Ok(certificate) => {
+                    inner.openpgp.insert(id, certificate);
+                }
+                Err(e) => {
+                    tracing::warn!(key = %id, "the stored OpenPGP certificate is not served: {e}")
+                }
+            }
+        }
         for key in &config.keys {
             if let Some((path, chain)) = &key.certificate_chain {
                 warn_if_expired(&key.id, chain);
@@ -134,7 +192,8 @@ impl Registry {
             backends,
             inner: RwLock::new(inner),
             state,
-            generate_lock: tokio::sync::Mutex::new(()),
+            generate_lock,
+            retired: AtomicBool::new(false),
         })
     }
 
@@ -216,12 +275,25 @@ impl Registry {
         key_id: &str,
         backend_name: &str,
         backend: Arc<dyn Backend>,
-        description: KeyDescription,
+        mut description: KeyDescription,
     ) -> Result<Arc<ResolvedKey>, AgentError> {
-        let certificate_chain = {
+        let (certificate_chain, openpgp) = {
             let inner = self.inner.read().expect("registry lock");
-            inner.chains.get(key_id).cloned().unwrap_or_default()
+            (
+                inner.chains.get(key_id).cloned().unwrap_or_default(),
+                inner.openpgp.get(key_id).cloned(),
+            )
         };
+        if let Some(certificate) = openpgp {
+            match crate::openpgp::check(&certificate, &description.public_key_der, false) {
+                Ok(_) | Err(crate::openpgp::CheckError::Unsupported) => {
+                    description.openpgp_certificate = Some(certificate)
+                }
+                Err(e) => {
+                    tracing::warn!(key = %key_id, backend = %backend_name, "the attached OpenPGP certificate is not served: {e}")
+                }
+            }
+        }
         let certificate_chain = if certificate_chain.is_empty() {
             certificate_chain
         } else if let Err(e) = certs::check_key(&certificate_chain, &description.public_key_der) {
@@ -363,7 +435,7 @@ impl Registry {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         certs::check_validity(&chain, now).map_err(refused)?;
-        let _guard = self.generate_lock.lock().await;
+        let _guard = self.lock_for_change().await?;
         self.state
             .save_chain(&chain_file_name(key_id), &certs::to_pem(&chain))
             .map_err(|e| {
@@ -383,12 +455,63 @@ impl Registry {
         )
     }
 
-    /// Creates a key pair in `backend_name` and records `key_id` for it.
+    /// Checks `certificate` (an OpenPGP certificate, binary or armored) against the key, stores
+    /// it in the state directory and serves it from now on. Returns the key and the
+    /// certificate's fingerprint.
+    pub async fn attach_openpgp(
+        &self,
+        key_id: &str,
+        certificate: &[u8],
+    ) -> Result<(Arc<ResolvedKey>, String), AgentError> {
+        use crate::openpgp::CheckError;
+        let key = self.resolve(key_id).await?;
+        let (binary, fingerprint) =
+            crate::openpgp::check(certificate, &key.description.public_key_der, true).map_err(
+                |e| {
+                    let message =
+                        format!("key {key_id:?}: the OpenPGP certificate is refused: {e}");
+                    match e {
+                        CheckError::Invalid(_) => AgentError::InvalidArgument(message),
+                        CheckError::Precondition(_) => AgentError::FailedPrecondition(message),
+                        CheckError::Unsupported => AgentError::Backend {
+                            key_id: key_id.to_string(),
+                            backend: key.backend_name.clone(),
+                            source: BackendError::Unsupported(format!(
+                                "{e}; rebuild keywardd with it to attach OpenPGP certificates"
+                            )),
+                        },
+                    }
+                },
+            )?;
+        let _guard = self.lock_for_change().await?;
+        self.state
+            .save_openpgp(&chain_file_name(key_id), &binary)
+            .map_err(|e| {
+                AgentError::Internal(format!("key {key_id:?}: {e}; check the state directory"))
+            })?;
+        {
+            let mut inner = self.inner.write().expect("registry lock");
+            inner.openpgp.insert(key_id.to_string(), binary);
+            inner.cache.remove(key_id);
+        }
+        tracing::info!(key = %key_id, %fingerprint, "OpenPGP certificate attached");
+        let key = self.remember(
+            key_id,
+            &key.backend_name,
+            key.backend.clone(),
+            key.description.clone(),
+        )?;
+        Ok((key, fingerprint))
+    }
+
+    /// Creates a key pair in `backend_name` (with the backend's generate `options`, e.g. a
+    /// YubiKey slot) and records `key_id` for it.
     pub async fn generate(
         &self,
         backend_name: &str,
         key_id: &str,
         spec: KeySpec,
+        options: &BTreeMap<String, String>,
     ) -> Result<Arc<ResolvedKey>, AgentError> {
         if !is_valid_key_name(key_id) {
             return Err(AgentError::InvalidArgument(format!(
@@ -396,7 +519,7 @@ impl Registry {
             )));
         }
         let backend = self.backend(backend_name)?.clone();
-        let _guard = self.generate_lock.lock().await;
+        let _guard = self.lock_for_change().await?;
         let taken = {
             let inner = self.inner.read().expect("registry lock");
             inner.named.contains_key(key_id) || inner.cache.contains_key(key_id)
@@ -406,15 +529,14 @@ impl Registry {
                 key_id: key_id.to_string(),
             });
         }
-        let description =
-            backend
-                .generate_key(key_id, spec)
-                .await
-                .map_err(|source| AgentError::Backend {
-                    key_id: key_id.to_string(),
-                    backend: backend_name.to_string(),
-                    source,
-                })?;
+        let description = backend
+            .generate_key_with(key_id, spec, options)
+            .await
+            .map_err(|source| AgentError::Backend {
+                key_id: key_id.to_string(),
+                backend: backend_name.to_string(),
+                source,
+            })?;
         let created = CreatedKey {
             id: key_id.to_string(),
             backend: backend_name.to_string(),

@@ -1,5 +1,6 @@
 //! The Unix socket listener and the gRPC server around the services.
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -10,6 +11,7 @@ use std::time::Duration;
 use keyward_proto::v1::key_admin_server::KeyAdminServer;
 use keyward_proto::v1::signer_server::SignerServer;
 use tokio::net::UnixListener;
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
@@ -19,6 +21,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::policy::Policies;
 use crate::registry::Registry;
+use crate::reload::{self, Swappable};
 use crate::signer::SignerService;
 use crate::{backends, paths};
 
@@ -110,8 +113,19 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
 }
 
 /// Runs the daemon until `shutdown` completes, then drains in-flight requests (up to 30 s),
-/// removes the socket and returns.
+/// removes the socket and returns. The config is never reloaded.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+    let (_reload_tx, reloads) = mpsc::channel(1);
+    run_with_reload(config, shutdown, reloads).await
+}
+
+/// Like [`run`], and every config received on `reloads` (a new config, or the error that
+/// made reading it fail) replaces the running one (see [`crate::reload`]).
+pub async fn run_with_reload(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+    reloads: mpsc::Receiver<Result<Config, String>>,
+) -> Result<(), String> {
     // Plugin sockets live in a fresh private directory (0700), removed when the daemon exits.
     let plugin_sockets = tempfile::Builder::new()
         .prefix("keyward-plugins-")
@@ -123,150 +137,296 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> R
         plugin_dir: backends::default_plugin_dir(),
         stop: plugins_stop,
     };
-    let built = backends::build_all(&config.backends, &context).map_err(|e| e.to_string())?;
-    let result = serve(&config, built.backends, &built.plugins, shutdown).await;
+    let running = backends::build_changed(&config.backends, &context, &BTreeMap::new())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut daemon = Daemon {
+        config,
+        context,
+        running,
+        retiring: Vec::new(),
+    };
+    let result = daemon.serve(shutdown, reloads).await;
     // Stop the plugins after the last request has drained.
     let _ = stop_plugins.send(true);
-    for (_, supervisor) in built.plugins {
-        let _ = tokio::time::timeout(Duration::from_secs(10), supervisor).await;
+    backends::stop_all(std::mem::take(&mut daemon.running).into_values()).await;
+    for task in daemon.retiring {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
     }
     drop(plugin_sockets);
     tracing::info!("keywardd stopped");
     result
 }
 
-async fn serve(
-    config: &Config,
-    backends: std::collections::BTreeMap<String, Arc<dyn keyward_plugin_api::Backend>>,
-    plugins: &[(
-        crate::plugin_host::PluginBackend,
-        tokio::task::JoinHandle<()>,
-    )],
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), String> {
-    let registry = Arc::new(Registry::new(config, backends)?);
-    let (listener, guard) = bind(config)?;
-    // Give plugin processes their startup deadline before declaring the daemon ready, so the
-    // first requests do not race them; a plugin that fails stays down and retries on its own.
-    let waits = plugins
-        .iter()
-        .map(|(plugin, _)| plugin.wait_started(Duration::from_secs(15)));
-    futures_join_all(waits).await;
-    let own_uid = rustix::process::getuid().as_raw();
-    let auth = Authenticator::new(
-        own_uid,
-        config.allow_uids.clone(),
-        config.admin_uids.clone(),
-    );
-    let policies = Arc::new(Policies::from_config(config));
-    let audit = match &config.audit {
-        Some(audit) => Auditor::open(audit)?,
-        None => Auditor::default(),
-    };
-    let config = config.clone();
+/// The running daemon: its config and backends, which change on reload.
+struct Daemon {
+    config: Config,
+    context: backends::PluginContext,
+    running: BTreeMap<String, backends::Running>,
+    /// Tasks stopping retired plugins once their last requests are done.
+    retiring: Vec<tokio::task::JoinHandle<()>>,
+}
 
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<SignerServer<SignerService>>().await;
-    health.set_serving::<KeyAdminServer<AdminService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| format!("cannot build the reflection service: {e}"))?;
+/// What serves one generation of the config.
+struct Generation {
+    registry: Arc<Registry>,
+    signer: SignerServer<SignerService>,
+    admin: KeyAdminServer<AdminService>,
+}
 
-    let signer = SignerServer::new(SignerService::new(
-        registry.clone(),
-        auth.clone(),
-        policies,
-        audit.clone(),
-    ))
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
-    let admin = KeyAdminServer::new(AdminService::new(registry.clone(), auth, audit.clone()));
+impl Daemon {
+    fn backend_map(&self) -> BTreeMap<String, Arc<dyn keyward_plugin_api::Backend>> {
+        self.running
+            .iter()
+            .map(|(name, running)| (name.clone(), running.backend.clone()))
+            .collect()
+    }
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let shutdown = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    };
-    let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = stop.wait_for(|stop| *stop).await;
-    };
-    // The mutual-TLS listener serves the same services; remote callers are told apart by
-    // their connection (`auth.rs`), so there is nothing else to configure here.
-    let remote = match &config.tls {
-        None => None,
-        Some(tls) => {
-            let incoming = tokio::net::TcpListener::bind(tls.listen)
-                .await
-                .map_err(|e| format!("[tls] cannot listen on {}: {e}", tls.listen))?;
-            let server = Server::builder()
-                .tls_config(tls.server_config()?)
-                .map_err(|e| format!("[tls] the certificate, key or client_ca is unusable: {e}"))?
-                .add_service(signer.clone())
-                .add_service(admin.clone())
-                .serve_with_incoming_shutdown(
-                    tonic::transport::server::TcpIncoming::from(incoming),
-                    stopped(stop_rx.clone()),
-                );
-            tracing::info!(listen = %tls.listen, "listening for mutual-TLS clients");
-            Some(server)
+    /// Gives new plugin processes their startup deadline, so the first requests do not race
+    /// them; a plugin that fails stays down and retries on its own.
+    async fn wait_plugins<'a>(plugins: impl Iterator<Item = &'a backends::Running>) {
+        let waits = plugins
+            .filter_map(|running| running.plugin.as_ref())
+            .map(|plugin| plugin.handle.wait_started(Duration::from_secs(15)));
+        futures_join_all(waits).await;
+    }
+
+    fn generation(&self, registry: Arc<Registry>, audit: &Auditor) -> Generation {
+        let config = &self.config;
+        let auth = Authenticator::new(
+            rustix::process::getuid().as_raw(),
+            config.allow_uids.clone(),
+            config.admin_uids.clone(),
+        );
+        let policies = Arc::new(Policies::from_config(config));
+        let signer = SignerServer::new(SignerService::new(
+            registry.clone(),
+            auth.clone(),
+            policies,
+            audit.clone(),
+        ))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+        let admin = KeyAdminServer::new(AdminService::new(registry.clone(), auth, audit.clone()));
+        Generation {
+            registry,
+            signer,
+            admin,
         }
-    };
-    let local = Server::builder()
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(signer)
-        .add_service(admin)
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), stopped(stop_rx.clone()));
-    let servers = async {
-        let remote = async {
-            match remote {
-                Some(server) => server.await,
-                None => Ok(()),
+    }
+
+    async fn serve(
+        &mut self,
+        shutdown: impl Future<Output = ()> + Send,
+        mut reloads: mpsc::Receiver<Result<Config, String>>,
+    ) -> Result<(), String> {
+        let registry = Arc::new(Registry::new(&self.config, self.backend_map())?);
+        let (listener, guard) = bind(&self.config)?;
+        Self::wait_plugins(self.running.values()).await;
+        let audit = match &self.config.audit {
+            Some(audit) => Auditor::open(audit)?,
+            None => Auditor::default(),
+        };
+        let mut current = self.generation(registry, &audit);
+        let signer = Swappable::new(current.signer.clone());
+        let admin = Swappable::new(current.admin.clone());
+
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health.set_serving::<SignerServer<SignerService>>().await;
+        health.set_serving::<KeyAdminServer<AdminService>>().await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| format!("cannot build the reflection service: {e}"))?;
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
+        let stopped = |mut stop: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        // The mutual-TLS listener serves the same services; remote callers are told apart by
+        // their connection (`auth.rs`), so there is nothing else to configure here.
+        let remote = match &self.config.tls {
+            None => None,
+            Some(tls) => {
+                let incoming = tokio::net::TcpListener::bind(tls.listen)
+                    .await
+                    .map_err(|e| format!("[tls] cannot listen on {}: {e}", tls.listen))?;
+                let server = Server::builder()
+                    .tls_config(tls.server_config()?)
+                    .map_err(|e| {
+                        format!("[tls] the certificate, key or client_ca is unusable: {e}")
+                    })?
+                    .add_service(signer.clone())
+                    .add_service(admin.clone())
+                    .serve_with_incoming_shutdown(
+                        tonic::transport::server::TcpIncoming::from(incoming),
+                        stopped(stop_rx.clone()),
+                    );
+                tracing::info!(listen = %tls.listen, "listening for mutual-TLS clients");
+                Some(server)
             }
         };
-        // The first server that fails stops the daemon.
-        tokio::try_join!(local, remote)
-            .map(drop)
-            .map_err(|e| format!("the server failed: {e}"))
-    };
+        let local = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(signer.clone())
+            .add_service(admin.clone())
+            .serve_with_incoming_shutdown(
+                UnixListenerStream::new(listener),
+                stopped(stop_rx.clone()),
+            );
+        let servers = async {
+            let remote = async {
+                match remote {
+                    Some(server) => server.await,
+                    None => Ok(()),
+                }
+            };
+            // The first server that fails stops the daemon.
+            tokio::try_join!(local, remote)
+                .map(drop)
+                .map_err(|e| format!("the server failed: {e}"))
+        };
 
-    tracing::info!(
-        socket = %config.socket.display(),
-        backends = config.backends.len(),
-        pid = std::process::id(),
-        "keywardd ready"
-    );
-    // Check configured keys in the background: a slow backend must not delay serving.
-    let checking = registry.clone();
-    tokio::spawn(async move { checking.check_named_keys().await });
+        tracing::info!(
+            socket = %self.config.socket.display(),
+            backends = self.config.backends.len(),
+            pid = std::process::id(),
+            "keywardd ready"
+        );
+        // Check configured keys in the background: a slow backend must not delay serving.
+        let checking = current.registry.clone();
+        tokio::spawn(async move { checking.check_named_keys().await });
 
-    let mut stopping = stop_rx;
-    let drain_deadline = async move {
-        let _ = stopping.wait_for(|stop| *stop).await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        tokio::time::sleep(DRAIN_TIMEOUT).await;
-    };
-    let mut servers = std::pin::pin!(servers);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let mut drain_deadline = std::pin::pin!(drain_deadline);
-    let mut signalled = false;
-    let result = loop {
-        tokio::select! {
-            result = &mut servers => break result,
-            () = &mut shutdown, if !signalled => signalled = true,
-            () = &mut drain_deadline => {
-                tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting anyway");
-                break Ok(());
+        let mut stopping = stop_rx;
+        let drain_deadline = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        };
+        let mut servers = std::pin::pin!(servers);
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut drain_deadline = std::pin::pin!(drain_deadline);
+        let mut signalled = false;
+        let result = loop {
+            tokio::select! {
+                result = &mut servers => break result,
+                () = &mut shutdown, if !signalled => signalled = true,
+                () = &mut drain_deadline => {
+                    tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting anyway");
+                    break Ok(());
+                }
+                Some(reload) = reloads.recv(), if !signalled => {
+                    match reload {
+                        Err(message) => tracing::error!("config reload refused, the running config stays: {message}"),
+                        Ok(config) => match self.reload(config, &current, &audit).await {
+                            Ok(next) => {
+                                signer.replace(next.signer.clone());
+                                admin.replace(next.admin.clone());
+                                current.registry.retire();
+                                current = next;
+                                let checking = current.registry.clone();
+                                tokio::spawn(async move { checking.check_named_keys().await });
+                            }
+                            Err(message) => tracing::error!("config reload refused, the running config stays: {message}"),
+                        },
+                    }
+                }
+            }
+        };
+        drop(guard);
+        if let Some((seq, head)) = audit.head() {
+            // An anchor for the chain outside the audit log itself.
+            tracing::info!(seq, head = %head, "audit log head at shutdown");
+        }
+        result
+    }
+
+    /// Builds the generation for `new`; on error nothing running is changed. The caller
+    /// swaps it in.
+    async fn reload(
+        &mut self,
+        mut new: Config,
+        current: &Generation,
+        audit: &Auditor,
+    ) -> Result<Generation, String> {
+        let kept = reload::keep_restart_only(&self.config, &mut new);
+        if !kept.is_empty() {
+            tracing::warn!(
+                settings = %kept.join(", "),
+                "these settings changed in the config but take effect only when keywardd restarts; their running values stay"
+            );
+        }
+        // No key creation or chain attachment may run while the state is read again.
+        let _admin = current.registry.admin_lock().await;
+        let fresh = backends::build_changed(&new.backends, &self.context, &self.running)
+            .await
+            .map_err(|e| e.to_string())?;
+        Self::wait_plugins(fresh.values()).await;
+        let mut map: BTreeMap<String, Arc<dyn keyward_plugin_api::Backend>> = BTreeMap::new();
+        for backend in &new.backends {
+            let running = fresh
+                .get(&backend.name)
+                .or_else(|| self.running.get(&backend.name))
+                .ok_or_else(|| {
+                    format!("internal error: backend {:?} was not built", backend.name)
+                })?;
+            map.insert(backend.name.clone(), running.backend.clone());
+        }
+        let registry = match current.registry.successor(&new, map) {
+            Ok(registry) => Arc::new(registry),
+            Err(e) => {
+                backends::stop_all(fresh.into_values()).await;
+                return Err(e);
+            }
+        };
+        // Committed from here on.
+        let rebuilt: Vec<String> = fresh.keys().cloned().collect();
+        let changes = reload::BackendChanges::between(&self.config, &new, &rebuilt);
+        let mut retired = Vec::new();
+        for name in self.running.keys().cloned().collect::<Vec<_>>() {
+            if fresh.contains_key(&name) || !new.backends.iter().any(|b| b.name == name) {
+                retired.extend(self.running.remove(&name));
             }
         }
-    };
-    drop(guard);
-    if let Some((seq, head)) = audit.head() {
-        // An anchor for the chain outside the audit log itself.
-        tracing::info!(seq, head = %head, "audit log head at shutdown");
+        self.running.extend(fresh);
+        let socket_mode = if new.allow_uids.is_empty() {
+            0o600
+        } else {
+            0o666
+        };
+        if let Err(e) =
+            std::fs::set_permissions(&new.socket, std::fs::Permissions::from_mode(socket_mode))
+        {
+            tracing::warn!(socket = %new.socket.display(), "cannot set the socket's mode after reload: {e}");
+        }
+        let keys = new.keys.len();
+        self.config = new;
+        let next = self.generation(registry, audit);
+        // Retired plugins stop once every request that started on the old generation is done.
+        if retired.iter().any(|r| r.plugin.is_some()) {
+            let old = Arc::downgrade(&current.registry);
+            self.retiring.push(tokio::spawn(async move {
+                let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+                while old.strong_count() > 0 && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                backends::stop_all(retired).await;
+            }));
+        }
+        tracing::info!(
+            added = ?changes.added,
+            changed = ?changes.changed,
+            removed = ?changes.removed,
+            keys,
+            "config reloaded"
+        );
+        Ok(next)
     }
-    result
 }
 
 async fn futures_join_all(futures: impl Iterator<Item = impl Future<Output = ()>>) {
