@@ -2,7 +2,8 @@
 //! certificate chains attached to keys.
 //!
 //! `<state_dir>/keys.json` maps each created key id to its backend and reference;
-//! `<state_dir>/certs/<key id>.pem` holds the chain attached to a key (PEM, leaf first). Files
+//! `<state_dir>/certs/<key id>.pem` holds the chain attached to a key (PEM, leaf first),
+//! `<state_dir>/certs/<key id>.pgp` its OpenPGP certificate (binary). Files
 //! are written atomically (temporary file 0600, fsync, rename, directory fsync) so a crash
 //! leaves the old or the new version, never a torn one.
 
@@ -88,6 +89,45 @@ impl State {
         let path = self.chain_path(key_id);
         write_atomic(&path, pem.as_bytes())
             .map_err(|e| format!("cannot write the certificate chain {}: {e}", path.display()))
+    }
+
+    /// Where the OpenPGP certificate of `key_id` is kept.
+    pub fn openpgp_path(&self, key_id: &str) -> PathBuf {
+        self.certs.join(format!("{key_id}.pgp"))
+    }
+
+    /// Stores the binary OpenPGP certificate of `key_id` (replacing any earlier one).
+    pub fn save_openpgp(&self, key_id: &str, certificate: &[u8]) -> Result<(), String> {
+        crate::paths::ensure_owned_dir(&self.certs, 0o700)?;
+        let path = self.openpgp_path(key_id);
+        write_atomic(&path, certificate).map_err(|e| {
+            format!(
+                "cannot write the OpenPGP certificate {}: {e}",
+                path.display()
+            )
+        })
+    }
+
+    /// Every stored OpenPGP certificate: (key id as in the file name, bytes).
+    pub fn load_openpgp(&self) -> Vec<(String, Result<Vec<u8>, String>)> {
+        let Ok(entries) = fs::read_dir(&self.certs) else {
+            return Vec::new();
+        };
+        let mut certs = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pgp"))
+            else {
+                continue;
+            };
+            let read = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+            certs.push((id.to_string(), read));
+        }
+        certs.sort_by(|a, b| a.0.cmp(&b.0));
+        certs
     }
 
     /// Every stored chain: (key id, PEM text). Unreadable files are reported as errors with

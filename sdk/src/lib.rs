@@ -30,6 +30,8 @@ pub mod audit;
 mod client;
 mod error;
 pub mod jwk;
+#[cfg(feature = "pgp")]
+pub mod pgp;
 mod socket;
 pub mod verify;
 pub mod x509;
