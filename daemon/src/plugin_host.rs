@@ -291,6 +291,25 @@ impl Backend for PluginBackend {
         self.call(|remote| async move { remote.generate_key(name, spec).await })
             .await
     }
+
+    async fn generate_key_with(
+        &self,
+        name: &str,
+        spec: KeySpec,
+        options: &std::collections::BTreeMap<String, String>,
+    ) -> Result<KeyDescription, BackendError> {
+        self.call(|remote| async move { remote.generate_key_with(name, spec, options).await })
+            .await
+    }
+
+    async fn unlock(
+        &self,
+        secret: keyward_plugin_api::Secret,
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        self.call(|remote| async move { remote.unlock(secret, ttl).await })
+            .await
+    }
 }
 
 /// Restart delay after `failures` consecutive failures: 100 ms doubling to 30 s, +-50% jitter.

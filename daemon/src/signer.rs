@@ -63,6 +63,12 @@ pub fn key_info(key: &ResolvedKey) -> v1::KeyInfo {
             .collect(),
         has_certificate: !key.certificate_chain.is_empty(),
         key_version: key.description.version.clone().unwrap_or_default(),
+        attributes: key
+            .description
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -76,7 +82,11 @@ pub fn public_key_response(key: &ResolvedKey) -> Result<v1::GetPublicKeyResponse
         public_key_pem: pem,
         key_version: key.description.version.clone().unwrap_or_default(),
         certificate_chain: key.certificate_chain.clone(),
-        openpgp_certificate: Vec::new(),
+        openpgp_certificate: key
+            .description
+            .openpgp_certificate
+            .clone()
+            .unwrap_or_default(),
     })
 }
 

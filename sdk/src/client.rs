@@ -1,6 +1,6 @@
 //! The agent client: connect, list keys, get public keys, sign, generate keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -278,6 +278,20 @@ impl Client {
         key_id: &str,
         spec: KeySpec,
     ) -> Result<PublicKey, Error> {
+        self.generate_key_with(backend, key_id, spec, &BTreeMap::new())
+            .await
+    }
+
+    /// [`Client::generate_key`] with backend-specific `options`, e.g. for a `yubikey` backend
+    /// `slot` (`9c`), `pin_policy` (`never`, `once`, `always`) and `touch_policy` (`never`,
+    /// `always`, `cached`). A backend refuses options it does not take (`INVALID_ARGUMENT`).
+    pub async fn generate_key_with(
+        &self,
+        backend: &str,
+        key_id: &str,
+        spec: KeySpec,
+        options: &BTreeMap<String, String>,
+    ) -> Result<PublicKey, Error> {
         let response = self
             .admin
             .clone()
@@ -285,6 +299,10 @@ impl Client {
                 backend: backend.to_string(),
                 key_id: key_id.to_string(),
                 key_spec: spec as i32,
+                options: options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             })
             .await?
             .into_inner();
@@ -304,6 +322,25 @@ impl Client {
 }
 
 impl Client {
+    /// Gives the backend instance `backend` the PIN it needs to sign (a `yubikey` backend
+    /// without `pin_env`/`pin_file`), kept in the agent's memory for `ttl` (`None`: until the
+    /// backend restarts). The backend checks it first: a wrong PIN is `PERMISSION_DENIED` with
+    /// the retries left. Admins only. The PIN is never logged or recorded.
+    pub async fn unlock_backend(
+        &self,
+        backend: &str,
+        pin: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), Error> {
+        let request = keyward_proto::v1::UnlockBackendRequest {
+            backend: backend.to_string(),
+            pin: pin.to_vec(),
+            ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)),
+        };
+        self.admin.clone().unlock_backend(request).await?;
+        Ok(())
+    }
+
     /// Attaches an X.509 certificate chain (a PEM bundle, leaf first, ending with the root) to
     /// `key_id`. The agent checks it (the leaf is for this key, each certificate is issued by
     /// the next, the Notary Project certificate rules, validity), stores it and returns it
@@ -328,6 +365,33 @@ impl Client {
             message: format!("the agent sent no key description for key {key_id:?}"),
         })?;
         Ok((info, response.certificate_chain))
+    }
+}
+
+impl Client {
+    /// Attaches an OpenPGP certificate (binary or armored) to `key_id`. The agent checks that
+    /// its primary key or a signing subkey is this key and that it is valid now, stores it and
+    /// returns it from then on with the public key. Returns the key's description, the stored
+    /// certificate (binary) and its fingerprint.
+    pub async fn attach_openpgp_certificate(
+        &self,
+        key_id: &str,
+        certificate: &[u8],
+    ) -> Result<(KeyInfo, Vec<u8>, String), Error> {
+        let response = self
+            .admin
+            .clone()
+            .attach_open_pgp_certificate(keyward_proto::v1::AttachOpenPgpCertificateRequest {
+                key_id: key_id.to_string(),
+                certificate: certificate.to_vec(),
+            })
+            .await?
+            .into_inner();
+        let info = response.key.ok_or_else(|| Error::Agent {
+            code: tonic::Code::Internal,
+            message: format!("the agent sent no key description for key {key_id:?}"),
+        })?;
+        Ok((info, response.certificate, response.fingerprint))
     }
 }
 

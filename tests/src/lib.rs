@@ -17,6 +17,7 @@ pub mod plugins;
 mod process;
 pub mod softhsm;
 pub mod users;
+pub mod virtual_piv;
 
 use std::ffi::OsStr;
 use std::io::Read;

@@ -1,4 +1,6 @@
-//! `keyward keys list` and `keyward keys generate`.
+//! `keyward keys list`, `keyward keys show` and `keyward keys generate`.
+
+use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 use keyward_sdk::{Client, KeyInfo, KeySpec};
@@ -17,9 +19,25 @@ Key types: ed25519, ec-p256, ec-p384, ec-p521, rsa-2048, rsa-3072, rsa-4096.
 The private key is created inside the backend and never leaves it; the public key is printed
 (PEM) after a summary line.
 
+Backend options: --option KEY=VALUE (repeatable) passes a backend-specific option; a backend
+refuses options it does not take. For a `yubikey` backend: --slot (9a, 9c, 9d, 9e, 82..95;
+default: the key id if it is a slot, else the first empty retired slot), --pin-policy and
+--touch-policy (default: the backend config's), i.e. the options slot, pin_policy and
+touch_policy.
+
 Examples:
   keyward keys generate --backend local --type ec-p256 release
-  keyward keys generate --backend local --type ed25519 ci-attest";
+  keyward keys generate --backend local --type ed25519 ci-attest
+  keyward keys generate --backend yubikey --type ec-p256 --slot 9c --pin-policy once --touch-policy always release";
+
+const SHOW_AFTER_HELP: &str = "\
+Prints the key's id, backend, backend type, key type, algorithms, version, whether a
+certificate chain is attached, and the attributes its backend reports (for a YubiKey: slot,
+pin_policy, touch_policy, policy_source, origin, attestation certificate).
+
+Examples:
+  keyward keys show release
+  keyward keys show release --json | jq -r .attributes.attestation > attestation.pem";
 
 /// `keyward keys ...`
 #[derive(Debug, Subcommand)]
@@ -27,9 +45,23 @@ pub enum KeysCommand {
     /// List the keys the agent offers (ID, backend, type, algorithms, certificate)
     #[command(after_help = LIST_AFTER_HELP)]
     List(ListArgs),
+    /// Show one key: backend, type, algorithms, certificate, backend attributes
+    #[command(after_help = SHOW_AFTER_HELP)]
+    Show(ShowArgs),
     /// Create a key pair in a backend
     #[command(after_help = GENERATE_AFTER_HELP)]
     Generate(GenerateArgs),
+}
+
+/// `keyward keys show`
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
+    /// The key's id
+    #[arg(value_name = "KEY_ID")]
+    key_id: String,
 }
 
 /// `keyward keys list`
@@ -49,9 +81,58 @@ pub struct GenerateArgs {
     /// The key type: ed25519, ec-p256, ec-p384, ec-p521, rsa-2048, rsa-3072 or rsa-4096
     #[arg(long = "type", value_name = "TYPE", value_parser = parse_key_spec)]
     key_type: KeySpec,
+    /// YubiKey: the PIV slot to generate in (9a, 9c, 9d, 9e, 82..95); the option `slot`
+    #[arg(long, value_name = "SLOT")]
+    slot: Option<String>,
+    /// YubiKey: when the key needs the PIN; the option `pin_policy`
+    #[arg(long, value_name = "POLICY", value_parser = ["never", "once", "always"])]
+    pin_policy: Option<String>,
+    /// YubiKey: when the key needs a touch; the option `touch_policy`
+    #[arg(long, value_name = "POLICY", value_parser = ["never", "always", "cached"])]
+    touch_policy: Option<String>,
+    /// A backend-specific option (repeatable)
+    #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_option)]
+    options: Vec<(String, String)>,
     /// The new key's id (letters, digits, '.', '_', '-')
     #[arg(value_name = "KEY_ID")]
     key_id: String,
+}
+
+/// Parses `--option KEY=VALUE`.
+fn parse_option(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => {
+            Ok((key.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("{text:?} is not KEY=VALUE (e.g. slot=9c)")),
+    }
+}
+
+impl GenerateArgs {
+    /// The backend options: `--option`s plus the named flags; an option given twice is an
+    /// error.
+    fn backend_options(&self) -> Result<BTreeMap<String, String>, Failure> {
+        let named = [
+            ("slot", &self.slot),
+            ("pin_policy", &self.pin_policy),
+            ("touch_policy", &self.touch_policy),
+        ];
+        let given = self.options.iter().map(|(k, v)| (k.as_str(), v)).chain(
+            named
+                .into_iter()
+                .filter_map(|(k, v)| v.as_ref().map(|v| (k, v))),
+        );
+        let mut options = BTreeMap::new();
+        for (key, value) in given {
+            if options.insert(key.to_string(), value.clone()).is_some() {
+                return Err(Failure::new(format!(
+                    "the option {key:?} is given twice; give it once (--{} is --option {key}=...)",
+                    key.replace('_', "-")
+                )));
+            }
+        }
+        Ok(options)
+    }
 }
 
 /// One key in `keys list --json`.
@@ -82,11 +163,87 @@ impl<'a> From<&'a KeyInfo> for KeyJson<'a> {
 
 /// Runs `keyward keys ...`.
 pub async fn run(agent: &Agent, command: KeysCommand) -> Result<i32, Failure> {
+    let options = match &command {
+        KeysCommand::Generate(args) => args.backend_options()?,
+        _ => BTreeMap::new(),
+    };
     let client = connect(agent).await?;
     match command {
         KeysCommand::List(args) => list(&client, args).await,
-        KeysCommand::Generate(args) => generate(&client, args).await,
+        KeysCommand::Show(args) => show(&client, args).await,
+        KeysCommand::Generate(args) => generate(&client, args, &options).await,
     }
+}
+
+/// One key in `keys show --json`.
+#[derive(Debug, Serialize)]
+struct ShowJson<'a> {
+    #[serde(flatten)]
+    key: KeyJson<'a>,
+    attributes: BTreeMap<&'a str, &'a str>,
+}
+
+async fn show(client: &Client, args: ShowArgs) -> Result<i32, Failure> {
+    let key = client.public_key(&args.key_id).await?;
+    let text = if args.json {
+        let json = ShowJson {
+            key: KeyJson::from(&key.info),
+            attributes: key
+                .info
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        };
+        let mut text = serde_json::to_string_pretty(&json)
+            .map_err(|e| Failure::new(format!("cannot encode the key as JSON: {e}")))?;
+        text.push('\n');
+        text
+    } else {
+        show_text(&key.info)
+    };
+    write_stdout(text.as_bytes())?;
+    Ok(EXIT_OK)
+}
+
+/// `keys show` as `name: value` lines; attributes sorted, multi-line values (PEM) indented.
+fn show_text(key: &KeyInfo) -> String {
+    let version = if key.key_version.is_empty() {
+        "-"
+    } else {
+        &key.key_version
+    };
+    let lines = [
+        ("id", key.key_id.clone()),
+        ("backend", key.backend.clone()),
+        ("backend_type", key.backend_type.clone()),
+        ("type", key.key_spec().name().to_string()),
+        ("algorithms", algorithm_names(key.algorithms())),
+        ("version", version.to_string()),
+        (
+            "has_certificate",
+            if key.has_certificate { "yes" } else { "no" }.to_string(),
+        ),
+    ];
+    let attributes: BTreeMap<&String, &String> = key.attributes.iter().collect();
+    let mut text = String::new();
+    for (name, value) in lines {
+        text.push_str(&format!("{name}: {value}\n"));
+    }
+    if !attributes.is_empty() {
+        text.push_str("attributes:\n");
+    }
+    for (name, value) in attributes {
+        if value.contains('\n') {
+            text.push_str(&format!("  {name}: |\n"));
+            for line in value.trim_end().lines() {
+                text.push_str(&format!("    {line}\n"));
+            }
+        } else {
+            text.push_str(&format!("  {name}: {value}\n"));
+        }
+    }
+    text
 }
 
 async fn list(client: &Client, args: ListArgs) -> Result<i32, Failure> {
@@ -141,9 +298,13 @@ fn table(keys: &[KeyInfo]) -> String {
     text
 }
 
-async fn generate(client: &Client, args: GenerateArgs) -> Result<i32, Failure> {
+async fn generate(
+    client: &Client,
+    args: GenerateArgs,
+    options: &BTreeMap<String, String>,
+) -> Result<i32, Failure> {
     let key = client
-        .generate_key(&args.backend, &args.key_id, args.key_type)
+        .generate_key_with(&args.backend, &args.key_id, args.key_type, options)
         .await?;
     let spec = match key.info.key_spec() {
         KeySpec::Unspecified => args.key_type,
@@ -155,10 +316,15 @@ async fn generate(client: &Client, args: GenerateArgs) -> Result<i32, Failure> {
         &key.info.backend
     };
     let text = format!(
-        "generated {} key {:?} in backend {:?}\n{}",
+        "generated {} key {:?} in backend {:?}{}\n{}",
         spec.name(),
         args.key_id,
         backend,
+        key.info
+            .attributes
+            .get("slot")
+            .map(|slot| format!(" (slot {slot})"))
+            .unwrap_or_default(),
         pem_text(&key.pem)
     );
     write_stdout(text.as_bytes())?;
@@ -180,6 +346,7 @@ mod tests {
             algorithms: vec![SignatureAlgorithm::EcdsaSha256 as i32],
             has_certificate: cert,
             key_version: String::new(),
+            attributes: Default::default(),
         }
     }
 
@@ -190,6 +357,55 @@ mod tests {
         assert_eq!(lines[0], "ID       BACKEND  TYPE     ALGORITHMS    CERT");
         assert_eq!(lines[1], "release  local    ec-p256  ecdsa-sha256  yes");
         assert_eq!(lines[2], "a        local    ec-p256  ecdsa-sha256  no");
+    }
+
+    #[test]
+    fn generate_options_merge_flags_and_refuse_duplicates() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cmd {
+            #[command(flatten)]
+            args: GenerateArgs,
+        }
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["keys", "--backend", "yk", "--type", "ec-p256"];
+            argv.extend_from_slice(extra);
+            argv.push("id");
+            Cmd::try_parse_from(argv).map(|c| c.args)
+        };
+        let args = parse(&[
+            "--slot",
+            "9c",
+            "--touch-policy",
+            "cached",
+            "--option",
+            "x=1",
+        ])
+        .unwrap();
+        let options = args.backend_options().unwrap();
+        assert_eq!(options.get("slot").map(String::as_str), Some("9c"));
+        assert_eq!(
+            options.get("touch_policy").map(String::as_str),
+            Some("cached")
+        );
+        assert_eq!(options.get("x").map(String::as_str), Some("1"));
+        let twice = parse(&["--slot", "9c", "--option", "slot=9d"]).unwrap();
+        assert!(twice.backend_options().is_err());
+        assert!(parse(&["--pin-policy", "sometimes"]).is_err());
+        assert!(parse(&["--option", "novalue"]).is_err());
+    }
+
+    #[test]
+    fn show_text_indents_multiline_attributes() {
+        let mut info = key("yk", false);
+        info.attributes.insert("slot".into(), "9c".into());
+        info.attributes.insert(
+            "attestation".into(),
+            "-----BEGIN CERTIFICATE-----\nAAA\n".into(),
+        );
+        let text = show_text(&info);
+        assert!(text.contains("id: yk\n"), "{text}");
+        assert!(text.contains("attributes:\n  attestation: |\n    -----BEGIN CERTIFICATE-----\n    AAA\n  slot: 9c\n"), "{text}");
     }
 
     #[test]

@@ -6,9 +6,12 @@ pub mod envelope;
 pub mod keys;
 pub mod notary;
 pub mod notation;
+#[cfg(feature = "pgp")]
+pub mod pgp;
 pub mod pubkey;
 pub mod sign;
 pub mod verify;
+pub mod yubikey;
 
 use std::path::PathBuf;
 
@@ -44,6 +47,13 @@ pub enum Command {
     /// Verify the agent's audit log (offline)
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// OpenPGP: detached signatures, certificates for agent keys (gpg/sq verify them)
+    #[cfg(feature = "pgp")]
+    #[command(subcommand, after_help = pgp::AFTER_HELP)]
+    Pgp(pgp::PgpCommand),
+    /// YubiKey backends: give one its PIV PIN for a while (unlock)
+    #[command(subcommand)]
+    Yubikey(yubikey::YubikeyCommand),
 }
 
 /// Where the agent is and how to reach it.
@@ -73,6 +83,9 @@ pub async fn run(agent: &Agent, command: Command) -> Result<i32, Failure> {
         Command::Notary(command) => notary::run(agent, command).await,
         Command::Notation(command) => notation::run(command),
         Command::Audit(command) => audit::run(command),
+        #[cfg(feature = "pgp")]
+        Command::Pgp(command) => pgp::run(agent, command).await,
+        Command::Yubikey(command) => yubikey::run(agent, command).await,
     }
 }
 

@@ -1,8 +1,11 @@
 //! The [`Backend`] trait: what a key store must do to serve keys through keyward.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use async_trait::async_trait;
 
-use crate::{BackendError, EcdsaFormat, KeySpec, SignatureAlgorithm};
+use crate::{BackendError, EcdsaFormat, KeySpec, Secret, SignatureAlgorithm};
 
 /// One key as a backend sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,6 +19,12 @@ pub struct KeyDescription {
     pub public_key_der: Vec<u8>,
     /// The backend's version of the key, when the backend versions keys.
     pub version: Option<String>,
+    /// The key's OpenPGP certificate (binary, no secrets), when the backend has one (`pgp`).
+    pub openpgp_certificate: Option<Vec<u8>>,
+    /// What the backend says about the key beyond its type (`slot`, `pin_policy`,
+    /// `touch_policy`, `attestation` for `yubikey`), shown by `keyward keys show`. Never
+    /// secrets. Empty for most backends.
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// What a backend signs.
@@ -90,6 +99,36 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         let _ = (name, spec);
         Err(BackendError::Unsupported(format!(
             "the {} backend cannot generate keys; create the key with the backend's own tools and name it in the config",
+            self.backend_type()
+        )))
+    }
+
+    /// [`Backend::generate_key`] with backend-specific `options` (`keyward keys generate
+    /// --option k=v`, e.g. `slot` for `yubikey`). A backend that takes options overrides this
+    /// and refuses the ones it does not know; the default takes none.
+    async fn generate_key_with(
+        &self,
+        name: &str,
+        spec: KeySpec,
+        options: &BTreeMap<String, String>,
+    ) -> Result<KeyDescription, BackendError> {
+        if options.is_empty() {
+            return self.generate_key(name, spec).await;
+        }
+        Err(BackendError::InvalidInput(format!(
+            "backend type {} takes no generate options ({}); remove them",
+            self.backend_type(),
+            options.keys().cloned().collect::<Vec<_>>().join(", ")
+        )))
+    }
+
+    /// Takes a PIN (or passphrase) to use from now on, kept in memory for `ttl` (`None`: the
+    /// backend's default) — `keyward yubikey unlock`. The secret never goes to a log or an
+    /// error. The default: the backend takes no PIN this way.
+    async fn unlock(&self, secret: Secret, ttl: Option<Duration>) -> Result<(), BackendError> {
+        let _ = (secret, ttl);
+        Err(BackendError::Unsupported(format!(
+            "the {} backend takes no PIN over the socket; give its secrets in the backend config",
             self.backend_type()
         )))
     }

@@ -132,6 +132,8 @@ impl Inner {
                     spec: key.spec,
                     public_key_der: key.public_key_der.clone(),
                     version: None,
+                    openpgp_certificate: None,
+                    attributes: Default::default(),
                 })
             }
             Err(e) => {

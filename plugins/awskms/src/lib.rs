@@ -207,6 +207,8 @@ impl Backend for AwsKmsBackend {
             spec: key.spec,
             public_key_der: key.public_key_der.clone(),
             version: None,
+            openpgp_certificate: None,
+            attributes: Default::default(),
         })
     }
 

@@ -286,6 +286,8 @@ impl Inner {
             spec: key.spec,
             public_key_der: key.public_key_der.clone(),
             version: Some(key.version.clone()),
+            openpgp_certificate: None,
+            attributes: Default::default(),
         }
     }
 

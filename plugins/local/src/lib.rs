@@ -103,6 +103,8 @@ impl LocalBackend {
             spec: key.spec,
             public_key_der: key.public_key_der.clone(),
             version: None,
+            openpgp_certificate: None,
+            attributes: Default::default(),
         })
     }
 }
@@ -191,6 +193,8 @@ impl Backend for LocalBackend {
             spec: key.spec,
             public_key_der: key.public_key_der.clone(),
             version: None,
+            openpgp_certificate: None,
+            attributes: Default::default(),
         };
         self.loaded
             .write()

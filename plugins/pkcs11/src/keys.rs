@@ -223,6 +223,8 @@ pub(crate) fn describe(
         spec,
         public_key_der: spki,
         version: None,
+        openpgp_certificate: None,
+        attributes: Default::default(),
     })
 }
 

@@ -166,6 +166,8 @@ impl VaultBackend {
             spec: key.spec,
             public_key_der: der.clone(),
             version: Some(version.to_string()),
+            openpgp_certificate: None,
+            attributes: Default::default(),
         })
     }
 }

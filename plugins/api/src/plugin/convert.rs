@@ -84,6 +84,8 @@ pub(crate) fn description_to_wire(key: KeyDescription) -> wire::KeyDescription {
         spec: api::KeySpec::from(key.spec) as i32,
         public_key_der: key.public_key_der,
         version: key.version.unwrap_or_default(),
+        openpgp_certificate: key.openpgp_certificate.unwrap_or_default(),
+        attributes: key.attributes.into_iter().collect(),
     }
 }
 
@@ -95,6 +97,8 @@ pub(crate) fn description_from_wire(
         reference: key.reference,
         public_key_der: key.public_key_der,
         version: Some(key.version).filter(|v| !v.is_empty()),
+        openpgp_certificate: Some(key.openpgp_certificate).filter(|c| !c.is_empty()),
+        attributes: key.attributes.into_iter().collect(),
     })
 }
 

@@ -1,6 +1,8 @@
 //! The daemon side: a [`Backend`] that forwards to a plugin process.
 
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use keyward_proto::plugin::v1 as wire;
@@ -11,7 +13,8 @@ use tonic::transport::{Channel, Endpoint, Uri};
 use super::PROTOCOL_VERSION;
 use super::convert::{description_from_wire, format_from_wire, status_to_backend_error};
 use crate::{
-    Backend, BackendError, KeyDescription, KeySpec, SignInput, Signature, SignatureAlgorithm,
+    Backend, BackendError, KeyDescription, KeySpec, Secret, SignInput, Signature,
+    SignatureAlgorithm,
 };
 
 /// A backend served by a plugin process on a Unix socket.
@@ -135,15 +138,39 @@ impl Backend for RemoteBackend {
         name: &str,
         spec: KeySpec,
     ) -> Result<KeyDescription, BackendError> {
+        self.generate_key_with(name, spec, &BTreeMap::new()).await
+    }
+
+    async fn generate_key_with(
+        &self,
+        name: &str,
+        spec: KeySpec,
+        options: &BTreeMap<String, String>,
+    ) -> Result<KeyDescription, BackendError> {
         let response = self
             .client
             .clone()
             .generate_key(wire::GenerateKeyRequest {
                 name: name.to_string(),
                 spec: api::KeySpec::from(spec) as i32,
+                options: options.clone().into_iter().collect(),
             })
             .await
             .map_err(|s| status_to_backend_error(&s))?;
         description_from_wire(response.into_inner())
+    }
+
+    async fn unlock(&self, secret: Secret, ttl: Option<Duration>) -> Result<(), BackendError> {
+        // prost has no zeroizing buffer: the copy in the request lives only as long as the call.
+        let request = wire::UnlockRequest {
+            secret: secret.expose().to_vec(),
+            ttl_seconds: ttl.map_or(0, |t| t.as_secs().max(1)),
+        };
+        self.client
+            .clone()
+            .unlock(request)
+            .await
+            .map(drop)
+            .map_err(|s| status_to_backend_error(&s))
     }
 }

@@ -19,7 +19,7 @@ use super::convert::{
     spec_from_wire,
 };
 use super::{ENV_SOCKET, HANDSHAKE_LINE, PROTOCOL_VERSION};
-use crate::{Backend, BackendError, SignInput};
+use crate::{Backend, BackendError, Secret, SignInput};
 
 /// The whole `main` of a Rust plugin executable: reads the backend's settings (JSON) from stdin,
 /// builds the backend with `make`, listens on `$KEYWARD_PLUGIN_SOCKET`, prints the handshake
@@ -235,11 +235,25 @@ impl WireBackend for PluginService {
     ) -> Result<Response<wire::KeyDescription>, Status> {
         let request = request.into_inner();
         let spec = spec_from_wire(request.spec).map_err(status)?;
+        let options = request.options.into_iter().collect();
         let key = self
             .backend
-            .generate_key(&request.name, spec)
+            .generate_key_with(&request.name, spec, &options)
             .await
             .map_err(status)?;
         Ok(Response::new(description_to_wire(key)))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<wire::UnlockRequest>,
+    ) -> Result<Response<wire::UnlockResponse>, Status> {
+        let mut request = request.into_inner();
+        let secret = Secret::new(std::mem::take(&mut request.secret));
+        let ttl = Some(request.ttl_seconds)
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs);
+        self.backend.unlock(secret, ttl).await.map_err(status)?;
+        Ok(Response::new(wire::UnlockResponse {}))
     }
 }
