@@ -11,15 +11,13 @@ pub fn check(
     public_key_der: &[u8],
     now_valid: bool,
 ) -> Result<(Vec<u8>, String), CheckError> {
-    keyward_plugin_pgp::check_certificate_for(certificate, public_key_der, now_valid).map_err(
-        |message| {
-            if message.contains(" expired") || message.contains(" is revoked") {
-                CheckError::Precondition(message)
-            } else {
-                CheckError::Invalid(message)
-            }
-        },
-    )
+    use keyward_plugin_pgp::CertificateError;
+    keyward_plugin_pgp::check_certificate_for(certificate, public_key_der, now_valid).map_err(|e| {
+        match e {
+            CertificateError::Invalid(message) => CheckError::Invalid(message),
+            CertificateError::NotValidNow(message) => CheckError::Precondition(message),
+        }
+    })
 }
 
 /// Without the `pgp` feature nothing can be checked.

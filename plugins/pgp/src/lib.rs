@@ -141,6 +141,25 @@ fn humantime(time: std::time::SystemTime) -> String {
     }
 }
 
+/// Why [`check_certificate_for`] refuses a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertificateError {
+    /// Not a certificate, not valid under the standard policy, or not one for this key.
+    Invalid(String),
+    /// A certificate for this key that cannot be used now: expired or revoked.
+    NotValidNow(String),
+}
+
+impl fmt::Display for CertificateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CertificateError::Invalid(m) | CertificateError::NotValidNow(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for CertificateError {}
+
 /// Checks that the primary key or a signing subkey of `certificate` (binary or armored) is the
 /// key `public_key_der` (a SubjectPublicKeyInfo) and, with `now_valid`, that the certificate
 /// and that key are valid now (not expired, not revoked). Returns the certificate, binary, and
@@ -149,24 +168,28 @@ pub fn check_certificate_for(
     certificate: &[u8],
     public_key_der: &[u8],
     now_valid: bool,
-) -> Result<(Vec<u8>, String), String> {
+) -> Result<(Vec<u8>, String), CertificateError> {
+    use CertificateError::{Invalid, NotValidNow};
     let cert = Cert::from_bytes(certificate)
-        .map_err(|e| format!("this is not an OpenPGP certificate: {e}"))?;
+        .map_err(|e| Invalid(format!("this is not an OpenPGP certificate: {e}")))?;
     if cert.is_tsk() {
-        return Err(
+        return Err(Invalid(
             "the certificate carries secret key material; attach the public certificate only"
                 .into(),
-        );
-    }
-    if now_valid && let Some(problem) = certificate_problem(&cert) {
-        return Err(problem);
+        ));
     }
     let policy = StandardPolicy::new();
+    if now_valid
+        && cert.with_policy(&policy, None).is_ok()
+        && let Some(problem) = certificate_problem(&cert)
+    {
+        return Err(NotValidNow(problem));
+    }
     let valid = cert.with_policy(&policy, None).map_err(|e| {
-        format!(
+        Invalid(format!(
             "the OpenPGP certificate {} is not valid under the standard policy: {e}",
             cert.fingerprint().to_hex()
-        )
+        ))
     })?;
     let mut found_unusable = None;
     for key in valid.keys() {
@@ -178,25 +201,25 @@ pub fn check_certificate_for(
         }
         if key.for_signing() && (!now_valid || key.alive().is_ok()) {
             if now_valid && let RevocationStatus::Revoked(_) = key.revocation_status() {
-                found_unusable = Some(format!(
+                found_unusable = Some(NotValidNow(format!(
                     "the key {} is revoked in the certificate",
                     key.key().fingerprint().to_hex()
-                ));
+                )));
                 continue;
             }
-            let bytes = cert.to_vec().map_err(|e| e.to_string())?;
+            let bytes = cert.to_vec().map_err(|e| Invalid(e.to_string()))?;
             return Ok((bytes, cert.fingerprint().to_hex()));
         }
-        found_unusable = Some(format!(
+        found_unusable = Some(Invalid(format!(
             "the key {} is in the certificate but is not a live signing key (key flags, expiry)",
             key.key().fingerprint().to_hex()
-        ));
+        )));
     }
     Err(found_unusable.unwrap_or_else(|| {
-        format!(
+        Invalid(format!(
             "neither the primary key nor a signing subkey of the OpenPGP certificate {} is this key",
             cert.fingerprint().to_hex()
-        )
+        ))
     }))
 }
 
@@ -563,7 +586,57 @@ mod tests {
             spkis.push((certificate.to_vec(), key.public_key_der.clone()));
         }
         let err = check_certificate_for(&spkis[0].0, &spkis[1].1, true).unwrap_err();
-        assert!(err.contains("is this key"), "{err}");
+        assert!(
+            matches!(&err, CertificateError::Invalid(m) if m.contains("is this key")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn expired_or_revoked_certificates_are_not_valid_now() {
+        let day = std::time::Duration::from_secs(86_400);
+        let (cert, _) = CertBuilder::general_purpose(Some("old <old@example.com>"))
+            .set_cipher_suite(CipherSuite::P256)
+            .set_creation_time(std::time::SystemTime::now() - 10 * day)
+            .set_validity_period(Some(day))
+            .generate()
+            .expect("generate");
+        let public = cert.clone().strip_secret_key_material();
+        let bytes = public.to_vec().unwrap();
+        let signing = |cert: &Cert| {
+            let policy = StandardPolicy::new();
+            let key = cert
+                .keys()
+                .with_policy(&policy, None)
+                .for_signing()
+                .next()
+                .expect("a signing key (expired or not)");
+            spki(key.key()).expect("an SPKI").1
+        };
+        let der = signing(&public);
+        let err = check_certificate_for(&bytes, &der, true).unwrap_err();
+        assert!(
+            matches!(&err, CertificateError::NotValidNow(m) if m.contains("expired")),
+            "{err:?}"
+        );
+        // Not checked for validity now, it is the key's certificate.
+        check_certificate_for(&bytes, &der, false).expect("the key's certificate");
+
+        let (fresh, revocation_of_fresh) =
+            CertBuilder::general_purpose(Some("gone <gone@example.com>"))
+                .set_cipher_suite(CipherSuite::P256)
+                .generate()
+                .expect("generate");
+        let (revoked, _) = fresh
+            .strip_secret_key_material()
+            .insert_packets(revocation_of_fresh)
+            .expect("insert the revocation");
+        let der = signing(&revoked);
+        let err = check_certificate_for(&revoked.to_vec().unwrap(), &der, true).unwrap_err();
+        assert!(
+            matches!(&err, CertificateError::NotValidNow(m) if m.contains("revoked")),
+            "{err:?}"
+        );
     }
 
     #[test]
