@@ -8,13 +8,16 @@
 //! keyward-bench cloud                  # local-kms and OpenBao: keyward vs their own clients
 //! keyward-bench startup                # spawn to ready, idle RSS
 //! keyward-bench targets a.json b.json  # the targets of the speed issue, met or missed
+//! keyward-bench chart --input DIR --output docs/bench   # PNG charts from the JSON documents
 //! ```
 //!
 //! [`drive`] runs N concurrent clients for a count or a time, [`resources`] reads the serving
 //! process's CPU time and memory from /proc, [`floor`] computes the in-process signatures,
 //! [`spawn`] starts a private `keywardd`, [`sshagent`] and [`gpgagent`] are the baselines,
-//! [`stats`] turns latencies into percentiles and [`report`] prints them.
+//! [`stats`] turns latencies into percentiles, [`report`] prints them and [`chart`] draws the
+//! JSON documents as PNG charts.
 
+mod chart;
 mod cloud;
 mod drive;
 mod floor;
@@ -55,6 +58,8 @@ enum Command {
     Startup(startup::StartupArgs),
     /// The targets of the speed issue, checked against JSON documents from --json-out
     Targets(targets::TargetsArgs),
+    /// PNG charts (signs/s vs clients) from JSON documents from --json-out, without running
+    Chart(chart::ChartArgs),
     /// (internal) the direct cryptoki series, run in a child with SOFTHSM2_CONF set
     #[command(hide = true)]
     Pkcs11Floor(pkcs11::FloorArgs),
@@ -149,6 +154,7 @@ fn main() {
             Command::Cloud(args) => runtime.block_on(cloud::run(args)),
             Command::Startup(args) => runtime.block_on(startup::run(args)),
             Command::Targets(args) => targets::run(args),
+            Command::Chart(args) => chart::run(args),
             Command::Pkcs11Floor(args) => pkcs11::floor(args),
         });
     if let Err(error) = result {
