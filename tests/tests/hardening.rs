@@ -60,6 +60,9 @@ fn spawn_as_nobody(args: &[&std::ffi::OsStr], log: &Path) -> Running {
 #[test]
 fn a_daemon_of_another_uid_is_not_dumpable_and_makes_no_core_files() {
     let keywardd = CliCopy::of("keywardd");
+    // A backend in a plugin process too: execve resets the dumpable flag, so the plugin must
+    // set it again itself.
+    let plugin = CliCopy::of("keyward-plugin-local");
     let dir = tempfile::tempdir().unwrap();
     set_mode(dir.path(), 0o755);
     let home = dir.path().join("home");
@@ -76,10 +79,13 @@ fn a_daemon_of_another_uid_is_not_dumpable_and_makes_no_core_files() {
     fs::write(
         &config,
         format!(
-            "socket = {}\nstate_dir = {}\n[[backend]]\nname = \"local\"\ntype = \"local\"\npath = {}\n",
+            "socket = {}\nstate_dir = {}\n[[backend]]\nname = \"local\"\ntype = \"local\"\npath = {}\n\
+             [[backend]]\nname = \"iso\"\ntype = \"external\"\ncommand = [{}]\npath = {}\n",
             path("agent.sock"),
             path("state"),
-            path("keys")
+            path("keys"),
+            toml_string(plugin.path().to_str().unwrap()),
+            path("iso-keys")
         ),
     )
     .unwrap();
@@ -145,6 +151,32 @@ fn a_daemon_of_another_uid_is_not_dumpable_and_makes_no_core_files() {
         stderr_text(&output).contains("Permission denied"),
         "{}",
         stderr_text(&output)
+    );
+
+    // The plugin process: not dumpable either, and no core files.
+    let plugin_pid = keyward_tests::plugins::children(pid)
+        .into_iter()
+        .find(|p| p.cmdline.contains("keyward-plugin-local"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no plugin process under keywardd:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            )
+        })
+        .pid;
+    assert_eq!(
+        owner(plugin_pid),
+        0,
+        "the plugin's /proc files belong to its uid: it is dumpable"
+    );
+    assert!(
+        !read_as_nobody(plugin_pid).status.success(),
+        "nobody read the plugin's environment"
+    );
+    let plugin_core = proc_line(plugin_pid, "limits", "Max core file size");
+    assert!(
+        plugin_core.split_whitespace().take(2).eq(["0", "0"]),
+        "plugin core limit: {plugin_core}"
     );
 
     let core = proc_line(pid, "limits", "Max core file size");

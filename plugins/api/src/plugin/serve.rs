@@ -52,6 +52,14 @@ where
     {
         tracing::warn!("cannot ask to be stopped with the daemon: {e}");
     }
+    // execve reset keywardd's PR_SET_DUMPABLE: set it again before any secret is read, so that
+    // other processes of the same uid cannot ptrace this one or read its memory, and it never
+    // dumps core (RLIMIT_CORE 0 is inherited from keywardd).
+    if let Err(e) =
+        rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+    {
+        tracing::warn!("cannot make the plugin process non-dumpable: {e}");
+    }
     let Some(socket) = std::env::var_os(ENV_SOCKET) else {
         eprintln!(
             "this is a keyward backend plugin: keywardd starts it (see docs/plugins.md); {ENV_SOCKET} is not set"
