@@ -15,6 +15,7 @@ mod error;
 pub mod plugin;
 pub mod ratelimit;
 pub mod secret;
+pub mod softkey;
 mod types;
 pub mod verify;
 
