@@ -491,12 +491,25 @@ async fn virtual_card_unlock_with_ttl() {
         return;
     };
     // A key made with a PIN file, then a daemon whose backend has no PIN source at all.
-    {
+    let first_plugins = {
         let (daemon, _pin_path) = daemon(&piv, PIN).await;
         let client = daemon.client().await;
         generate_when_ready(&client, "9c", KeySpec::EcP256)
             .await
             .unwrap_or_else(|e| panic!("generate 9c: {e}\n{}", daemon.log()));
+        keyward_tests::plugins::plugin_processes(&daemon, "keyward-plugin-yubikey")
+    };
+    // The first daemon's plugin must have let go of the card before the next one uses it.
+    for plugin in first_plugins {
+        let gone = keyward_tests::plugins::poll(Duration::from_secs(20), || {
+            (!keyward_tests::plugins::is_alive(plugin.pid)).then_some(())
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "the first daemon's plugin {} lives on",
+            plugin.pid
+        );
     }
     let builder = DaemonBuilder::new();
     let audit = builder.dir().join("audit").join("audit.log");
@@ -548,12 +561,23 @@ async fn virtual_card_unlock_with_ttl() {
     );
     assert!(!stderr_text(&out).contains("654321"), "the PIN leaked");
 
-    // The PIN on stdin: signing works.
-    let out = run_cli_with_stdin(
-        &daemon,
-        ["yubikey", "unlock", "--backend", BACKEND, "--ttl", "10m"],
-        format!("{PIN}\n").as_bytes(),
-    );
+    // The PIN on stdin: signing works. pcscd may still be settling the reader after the
+    // previous process let go of the card ("stopped answering": UNAVAILABLE, which is retried).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = run_cli_with_stdin(
+            &daemon,
+            ["yubikey", "unlock", "--backend", BACKEND, "--ttl", "10m"],
+            format!("{PIN}\n").as_bytes(),
+        );
+        if out.status.success()
+            || !stderr_text(&out).contains("stopped answering")
+            || Instant::now() > deadline
+        {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     assert_ok(&out, "yubikey unlock");
     assert!(
         stdout_text(&out).contains("unlocked for 600s"),

@@ -135,7 +135,36 @@ fn touch_policy(name: &str) -> TouchPolicy {
 }
 
 /// The key in `slot` from its certificate, `None` for an empty slot.
+/// The PIV data object that holds `slot`'s certificate (NIST SP 800-73-4 part 1, table 3;
+/// the yubikey crate keeps its own table private).
+fn certificate_object(slot: SlotId) -> Option<u32> {
+    Some(match slot {
+        SlotId::Authentication => 0x005f_c105,
+        SlotId::Signature => 0x005f_c10a,
+        SlotId::KeyManagement => 0x005f_c10b,
+        SlotId::CardAuthentication => 0x005f_c101,
+        // Retired slots 82..95 hold their certificates in 5FC10D..5FC120.
+        SlotId::Retired(retired) => 0x005f_c10d + u32::from(u8::from(retired)) - 0x82,
+        _ => return None,
+    })
+}
+
 fn read_slot(session: &mut Session<'_>, slot: SlotId) -> CardResult<Option<KeyDescription>> {
+    // `Certificate::read` reports every failure (a card that did not answer as well as an
+    // empty slot) as "no certificate", so ask for the object first: only NOT FOUND means the
+    // slot is empty; anything else is the card not answering properly, which is worth a retry.
+    if let Some(object) = certificate_object(slot) {
+        match session.card().fetch_object(object) {
+            Ok(_) => {}
+            Err(yubikey::Error::NotFound) => return Ok(None),
+            Err(e) => {
+                return Err(BackendError::unavailable(format!(
+                    "the YubiKey did not answer properly while reading the certificate of slot {}: {e}; retry",
+                    slot_name(slot)
+                )));
+            }
+        }
+    }
     let cert = match Certificate::read(session.card(), slot) {
         Ok(cert) => cert,
         Err(yubikey::Error::PcscError { .. }) => {
@@ -740,6 +769,17 @@ fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_objects_follow_the_piv_table() {
+        let object = |name: &str| certificate_object(parse_slot(name).unwrap());
+        assert_eq!(object("9a"), Some(0x005f_c105));
+        assert_eq!(object("9c"), Some(0x005f_c10a));
+        assert_eq!(object("9d"), Some(0x005f_c10b));
+        assert_eq!(object("9e"), Some(0x005f_c101));
+        assert_eq!(object("82"), Some(0x005f_c10d));
+        assert_eq!(object("95"), Some(0x005f_c120));
+    }
 
     #[test]
     fn slots_parse_both_ways() {
