@@ -149,30 +149,46 @@ fn certificate_object(slot: SlotId) -> Option<u32> {
     })
 }
 
-fn read_slot(session: &mut Session<'_>, slot: SlotId) -> CardResult<Option<KeyDescription>> {
-    // `Certificate::read` reports every failure (a card that did not answer as well as an
-    // empty slot) as "no certificate", so ask for the object first: only NOT FOUND means the
-    // slot is empty; anything else is the card not answering properly, which is worth a retry.
-    if let Some(object) = certificate_object(slot) {
-        match session.card().fetch_object(object) {
-            Ok(_) => {}
-            Err(yubikey::Error::NotFound) => return Ok(None),
-            Err(e) => {
-                return Err(BackendError::unavailable(format!(
-                    "the YubiKey did not answer properly while reading the certificate of slot {}: {e}; retry",
-                    slot_name(slot)
-                )));
-            }
+/// The DER certificate inside a PIV certificate object: the value of its `70` TLV (BER
+/// length), or the whole object when it has no such wrapper.
+fn certificate_der(object: &[u8]) -> Option<&[u8]> {
+    match object {
+        [] => None,
+        [0x70, rest @ ..] => {
+            let (len, value) = match rest {
+                [n @ 0..=0x7f, value @ ..] => (usize::from(*n), value),
+                [0x81, n, value @ ..] => (usize::from(*n), value),
+                [0x82, hi, lo, value @ ..] => (usize::from(*hi) << 8 | usize::from(*lo), value),
+                _ => return None,
+            };
+            value.get(..len)
         }
+        whole => Some(whole),
     }
-    let cert = match Certificate::read(session.card(), slot) {
-        Ok(cert) => cert,
-        Err(yubikey::Error::PcscError { .. }) => {
-            return Err(BackendError::unavailable(
-                "the YubiKey stopped answering while reading a certificate",
-            ));
+}
+
+fn read_slot(session: &mut Session<'_>, slot: SlotId) -> CardResult<Option<KeyDescription>> {
+    // One read of the slot's certificate object. (`Certificate::read` reports every failure, a
+    // card that did not answer as well as an empty slot, as "no certificate".) Only NOT FOUND
+    // means the slot is empty; anything else is the card not answering properly, worth a retry.
+    let Some(object) = certificate_object(slot) else {
+        return Ok(None);
+    };
+    let stored = match session.card().fetch_object(object) {
+        Ok(stored) => stored,
+        Err(yubikey::Error::NotFound) => return Ok(None),
+        Err(e) => {
+            return Err(BackendError::unavailable(format!(
+                "the YubiKey did not answer properly while reading the certificate of slot {}: {e}; retry",
+                slot_name(slot)
+            )));
         }
-        Err(_) => return Ok(None),
+    };
+    // A certificate that does not parse is treated like none: the slot can be generated again.
+    let Some(cert) =
+        certificate_der(&stored).and_then(|der| Certificate::from_bytes(der.to_vec()).ok())
+    else {
+        return Ok(None);
     };
     let der = cert
         .subject_pki()
@@ -769,6 +785,19 @@ fn generate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_der_unwraps_the_cert_tlv() {
+        assert_eq!(
+            certificate_der(&[0x70, 2, 0x30, 0x00, 0x71, 1, 0]),
+            Some(&[0x30, 0x00][..])
+        );
+        let long = [vec![0x70, 0x82, 0x01, 0x00], vec![7; 256], vec![0x71, 1, 0]].concat();
+        assert_eq!(certificate_der(&long), Some(&[7u8; 256][..]));
+        assert_eq!(certificate_der(&[0x70, 0x81, 5, 1]), None, "truncated");
+        assert_eq!(certificate_der(&[0x30, 0x00]), Some(&[0x30, 0x00][..]));
+        assert_eq!(certificate_der(&[]), None);
+    }
 
     #[test]
     fn certificate_objects_follow_the_piv_table() {
