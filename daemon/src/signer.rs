@@ -4,8 +4,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use keyward_plugin_api::encoding::{ecdsa_der_to_raw, ecdsa_raw_to_der};
-use keyward_plugin_api::verify::{check_input, spki_der_to_pem};
-use keyward_plugin_api::{BackendError, EcdsaFormat, KeySpec, SignInput, SignatureAlgorithm};
+use keyward_plugin_api::verify::spki_der_to_pem;
+use keyward_plugin_api::{
+    BackendError, EcdsaFormat, KeySpec, SignInput, SignOp, SignatureAlgorithm,
+};
 use keyward_proto::v1::signer_server::Signer;
 use keyward_proto::v1::{self, sign_request};
 use tonic::{Request, Response, Status};
@@ -181,7 +183,7 @@ impl Signer for SignerService {
                 tracing::info!(
                     key = %key.id,
                     backend = %key.backend_name,
-                    algorithm = %validated.algorithm,
+                    algorithm = %validated.op.algorithm(),
                     caller = %caller,
                     pid = ?pid,
                     purpose = %request.purpose,
@@ -235,14 +237,14 @@ impl SignerService {
         record.key_version = key.description.version.clone().unwrap_or_default();
         let validated = validate(key.spec(), request)
             .map_err(|m| AgentError::InvalidArgument(format!("key {:?}: {m}", key.id)))?;
-        record.algorithm = validated.algorithm.name().to_string();
+        record.algorithm = validated.op.algorithm().name().to_string();
         let applied = self.applied_policies(&key).await?;
         let process = self.inspect(caller, &applied).await;
         let attempt = SignAttempt {
             key_id: &key.id,
             caller,
             process: &process,
-            algorithm: validated.algorithm,
+            algorithm: validated.op.algorithm(),
             purpose: &request.purpose,
         };
         self.policies.check(&applied, &attempt)?;
@@ -309,14 +311,12 @@ impl SignerService {
     }
 }
 
-/// A sign request checked against the key: the algorithm to use, the input, and the ECDSA
-/// encoding the caller wants.
+/// A sign request checked against the key: the operation (its algorithm is the key's default
+/// when the request names none) and the ECDSA encoding the caller wants.
 #[derive(Clone, Copy, Debug)]
 pub struct Validated<'a> {
-    /// The algorithm (the key's default when the request names none).
-    pub algorithm: SignatureAlgorithm,
-    /// The digest or message.
-    pub input: SignInput<'a>,
+    /// The digest (RSA, ECDSA) or message (Ed25519) with its algorithm, valid by construction.
+    pub op: SignOp<'a>,
     /// DER or raw `r‖s` (only ECDSA signatures are converted).
     pub format: EcdsaFormat,
 }
@@ -352,17 +352,13 @@ pub fn validate(spec: KeySpec, request: &v1::SignRequest) -> Result<Validated<'_
         Some(sign_request::Input::Message(message)) => SignInput::Message(message),
         None => return Err("the request has neither a digest nor a message; send one".into()),
     };
-    check_input(algorithm, &input)?;
+    let op = SignOp::new(algorithm, input).map_err(|e| e.to_string())?;
     let format = match v1::SignatureFormat::try_from(request.format) {
         Ok(v1::SignatureFormat::Raw) => EcdsaFormat::Raw,
         Ok(_) => EcdsaFormat::Der,
         Err(_) => return Err(format!("unknown signature format {}", request.format)),
     };
-    Ok(Validated {
-        algorithm,
-        input,
-        format,
-    })
+    Ok(Validated { op, format })
 }
 
 /// Has the backend sign a validated request, verifies the signature and encodes it as asked.
@@ -371,15 +367,12 @@ async fn sign(
     key: &Arc<ResolvedKey>,
     validated: &Validated<'_>,
 ) -> Result<v1::SignResponse, AgentError> {
-    let Validated {
-        algorithm,
-        input,
-        format: wanted,
-    } = *validated;
+    let Validated { op, format: wanted } = *validated;
+    let algorithm = op.algorithm();
     let spec = key.spec();
     let signature = key
         .backend
-        .sign(&key.description.reference, algorithm, input)
+        .sign(&key.description.reference, op)
         .await
         .map_err(|source| AgentError::Backend {
             key_id: key.id.clone(),
@@ -407,7 +400,7 @@ async fn sign(
         key = fresh;
     }
     key.verifier
-        .verify(algorithm, input, &signature.bytes, signature.ecdsa_format)
+        .verify(op, &signature.bytes, signature.ecdsa_format)
         .map_err(bad)?;
 
     let bytes = match (algorithm.is_ecdsa(), signature.ecdsa_format, wanted) {

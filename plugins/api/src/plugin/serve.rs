@@ -19,7 +19,7 @@ use super::convert::{
     spec_from_wire,
 };
 use super::{ENV_SOCKET, HANDSHAKE_LINE, PROTOCOL_VERSION};
-use crate::{Backend, BackendError, Secret, SignInput};
+use crate::{Backend, BackendError, Secret, SignInput, SignOp};
 
 /// The whole `main` of a Rust plugin executable: reads the backend's settings (JSON) from stdin,
 /// builds the backend with `make`, listens on `$KEYWARD_PLUGIN_SOCKET`, prints the handshake
@@ -33,7 +33,7 @@ use crate::{Backend, BackendError, Secret, SignInput};
 /// #   fn backend_type(&self) -> &str { "mine" }
 /// #   async fn list_keys(&self) -> Result<Vec<keyward_plugin_api::KeyDescription>, keyward_plugin_api::BackendError> { Ok(vec![]) }
 /// #   async fn describe_key(&self, r: &str) -> Result<keyward_plugin_api::KeyDescription, keyward_plugin_api::BackendError> { Err(keyward_plugin_api::BackendError::NotFound(r.into())) }
-/// #   async fn sign(&self, r: &str, _: keyward_plugin_api::SignatureAlgorithm, _: keyward_plugin_api::SignInput<'_>) -> Result<keyward_plugin_api::Signature, keyward_plugin_api::BackendError> { Err(keyward_plugin_api::BackendError::NotFound(r.into())) }
+/// #   async fn sign(&self, r: &str, _: keyward_plugin_api::SignOp<'_>) -> Result<keyward_plugin_api::Signature, keyward_plugin_api::BackendError> { Err(keyward_plugin_api::BackendError::NotFound(r.into())) }
 /// # }
 /// fn main() -> std::process::ExitCode {
 ///     keyward_plugin_api::plugin::run(MyBackend::new)
@@ -225,9 +225,12 @@ impl WireBackend for PluginService {
             Some(wire::sign_request::Input::Message(message)) => SignInput::Message(message),
             None => return Err(Status::invalid_argument("the request has no input")),
         };
+        // The edge of this process: the request becomes a SignOp once, here.
+        let op = SignOp::new(algorithm, input)
+            .map_err(|e| status(BackendError::InvalidInput(e.to_string())))?;
         let signature = self
             .backend
-            .sign(&request.reference, algorithm, input)
+            .sign(&request.reference, op)
             .await
             .map_err(status)?;
         Ok(Response::new(wire::SignResponse {
