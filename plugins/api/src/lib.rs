@@ -18,6 +18,7 @@ pub mod plugin;
 pub mod ratelimit;
 pub mod secret;
 pub mod softkey;
+pub mod status;
 mod types;
 pub mod verify;
 

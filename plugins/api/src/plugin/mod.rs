@@ -25,5 +25,4 @@ pub const ENV_SOCKET: &str = "KEYWARD_PLUGIN_SOCKET";
 pub const ENV_NAME: &str = "KEYWARD_PLUGIN_NAME";
 /// Environment variable: the protocol version the daemon speaks.
 pub const ENV_PROTOCOL: &str = "KEYWARD_PLUGIN_PROTOCOL";
-/// gRPC metadata carrying an `Unavailable` error's retry hint in milliseconds.
-pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
+pub use crate::status::RETRY_AFTER_METADATA;
