@@ -80,12 +80,9 @@ fn key_spec_of(key: &PKey<Public>) -> Result<KeySpec, VerifyError> {
 
 /// The public key in PEM (`-----BEGIN PUBLIC KEY-----`) form.
 pub fn spki_der_to_pem(spki_der: &[u8]) -> Result<String, VerifyError> {
-    let key = PKey::public_key_from_der(spki_der)
+    PKey::public_key_from_der(spki_der)
         .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
-    let pem = key
-        .public_key_to_pem()
-        .map_err(|e| VerifyError::BadPublicKey(e.to_string()))?;
-    String::from_utf8(pem).map_err(|e| VerifyError::BadPublicKey(e.to_string()))
+    Ok(crate::pemfile::encode(crate::pemfile::PUBLIC_KEY, spki_der))
 }
 
 /// The uncompressed EC point (`04 || X || Y`) of an EC public key, for backends that must compare

@@ -279,11 +279,14 @@ fn slot_attributes(
         attributes.insert("policy_source".into(), "requested".into());
     }
     match piv::attest(session.card(), slot) {
-        Ok(der) => match openssl::x509::X509::from_der(&der).and_then(|c| c.to_pem()) {
-            Ok(pem) => {
+        Ok(der) => match openssl::x509::X509::from_der(&der) {
+            Ok(_) => {
                 attributes.insert(
                     "attestation".into(),
-                    String::from_utf8_lossy(&pem).into_owned(),
+                    keyward_plugin_api::pemfile::encode(
+                        keyward_plugin_api::pemfile::CERTIFICATE,
+                        &der,
+                    ),
                 );
             }
             Err(e) => {
