@@ -17,6 +17,7 @@ pub mod pki;
 pub mod plugins;
 mod process;
 pub mod softhsm;
+pub mod swtpm;
 pub mod users;
 pub mod virtual_piv;
 

@@ -35,6 +35,8 @@ pub enum Peer {
     Gpg,
     /// Sequoia's `sq`.
     Sq,
+    /// A software TPM: `swtpm`, `swtpm_setup` and tpm2-tools' `tpm2_getcap`; the path is swtpm.
+    Swtpm,
 }
 
 impl Peer {
@@ -111,6 +113,12 @@ impl Peer {
             .ok_or_else(|| "docker-registry is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
+            Peer::Swtpm => {
+                for tool in ["swtpm_setup", "tpm2_getcap", "tpm2_dictionarylockout"] {
+                    on_path(tool).ok_or_else(|| format!("{tool} is not on PATH"))?;
+                }
+                on_path("swtpm").ok_or_else(|| "swtpm is not installed".to_string())
+            }
         }
     }
 
@@ -142,6 +150,7 @@ impl Peer {
             }
             Peer::Registry => "`scripts/test notary` installs it (Debian docker-registry)",
             Peer::Gpg | Peer::Sq => "`scripts/test pgp` installs them (Debian gnupg, sq)",
+            Peer::Swtpm => "`scripts/test tpm` installs them (Debian swtpm swtpm-tools tpm2-tools)",
         }
     }
 }

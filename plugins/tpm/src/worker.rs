@@ -18,7 +18,9 @@ use std::sync::mpsc;
 use keyward_plugin_api::{BackendError, Secret};
 use tss_esapi::constants::CapabilityType;
 use tss_esapi::constants::PropertyTag;
-use tss_esapi::constants::tss::{TPM2_PT_LOCKOUT_COUNTER, TPM2_RH_NULL, TPM2_ST_HASHCHECK};
+use tss_esapi::constants::tss::{
+    TPM2_PT_LOCKOUT_COUNTER, TPM2_RH_NULL, TPM2_ST_HASHCHECK, TPM2_TRANSIENT_FIRST,
+};
 use tss_esapi::handles::{KeyHandle, ObjectHandle};
 use tss_esapi::interface_types::resource_handles::Hierarchy;
 use tss_esapi::interface_types::session_handles::AuthSession;
@@ -162,6 +164,7 @@ impl Worker {
         if self.connection.is_none() {
             let conf = TctiNameConf::from_str(&self.tcti).map_err(at(Stage::Connect))?;
             let mut context = Context::new(conf).map_err(at(Stage::Connect))?;
+            flush_leftovers(&mut context).map_err(at(Stage::Connect))?;
             context.set_sessions((Some(AuthSession::Password), None, None));
             if let Some(auth) = &self.owner_auth {
                 let auth = Auth::try_from(auth.expose().to_vec()).map_err(at(Stage::StorageKey))?;
@@ -314,6 +317,29 @@ impl Worker {
             },
         )
     }
+}
+
+/// Flushes the transient objects a previous connection left in the TPM.
+///
+/// Without a resource manager (swtpm, a raw `/dev/tpm0`, `mssim`), objects stay loaded when the
+/// program that loaded them exits without flushing them (a plugin stopped by a signal), and a
+/// TPM holds only a few: a restarted plugin would soon meet TPM_RC_OBJECT_MEMORY. Such a TPM
+/// has one user at a time, so what is loaded when we connect is ours from before. Behind a
+/// resource manager (`/dev/tpmrm0`, tabrmd) a new connection sees no transient objects at all.
+fn flush_leftovers(context: &mut Context) -> tss_esapi::Result<()> {
+    let (data, _) = context.execute_without_session(|context| {
+        context.get_capability(CapabilityType::Handles, TPM2_TRANSIENT_FIRST, 16)
+    })?;
+    let CapabilityData::Handles(handles) = data else {
+        return Ok(());
+    };
+    for handle in handles.into_inner() {
+        let object =
+            context.execute_without_session(|context| context.tr_from_tpm_public(handle))?;
+        context.flush_context(object)?;
+        tracing::debug!("flushed a transient object left in the TPM by an earlier connection");
+    }
+    Ok(())
 }
 
 impl Connection {
