@@ -58,8 +58,8 @@ pub fn key_info(key: &ResolvedKey) -> v1::KeyInfo {
         backend_type: key.backend.backend_type().to_string(),
         key_spec: v1::KeySpec::from(key.spec()) as i32,
         algorithms: key
-            .spec()
-            .algorithms()
+            .description
+            .allowed_algorithms()
             .iter()
             .map(|a| v1::SignatureAlgorithm::from(*a) as i32)
             .collect(),
@@ -235,7 +235,7 @@ impl SignerService {
         let key = self.registry.resolve(&request.key_id).await?;
         record.backend = key.backend_name.clone();
         record.key_version = key.description.version.clone().unwrap_or_default();
-        let validated = validate(key.spec(), request)
+        let validated = validate(key.spec(), key.description.allowed_algorithms(), request)
             .map_err(|m| AgentError::InvalidArgument(format!("key {:?}: {m}", key.id)))?;
         record.algorithm = validated.op.algorithm().name().to_string();
         let applied = self.applied_policies(&key).await?;
@@ -321,30 +321,44 @@ pub struct Validated<'a> {
     pub format: EcdsaFormat,
 }
 
-/// Checks `request` against a key of `spec` without touching any backend: the purpose's
-/// length, the algorithm (known, fits the key), the input (a digest of the hash's length, or a
-/// message for Ed25519) and the signature format. The error is the reason, without the key.
-pub fn validate(spec: KeySpec, request: &v1::SignRequest) -> Result<Validated<'_>, String> {
+/// Checks `request` against a key of `spec` that signs with `allowed` (the default first:
+/// usually `spec.algorithms()`, fewer when the backend restricts the key) without touching any
+/// backend: the purpose's length, the algorithm (known, allowed for the key), the input (a
+/// digest of the hash's length, or a message for Ed25519) and the signature format. The error
+/// is the reason, without the key.
+pub fn validate<'r>(
+    spec: KeySpec,
+    allowed: &[SignatureAlgorithm],
+    request: &'r v1::SignRequest,
+) -> Result<Validated<'r>, String> {
     if request.purpose.len() > MAX_PURPOSE_LEN {
         return Err(format!(
             "the purpose is {} bytes long; keep it under {MAX_PURPOSE_LEN}",
             request.purpose.len()
         ));
     }
+    let default = allowed
+        .first()
+        .copied()
+        .unwrap_or_else(|| spec.default_algorithm());
     let algorithm = match v1::SignatureAlgorithm::try_from(request.algorithm) {
-        Ok(v1::SignatureAlgorithm::Unspecified) => spec.default_algorithm(),
+        Ok(v1::SignatureAlgorithm::Unspecified) => default,
         Ok(wire) => SignatureAlgorithm::try_from(wire)
             .map_err(|()| format!("unknown algorithm {}", request.algorithm))?,
         Err(_) => return Err(format!("unknown algorithm number {}", request.algorithm)),
     };
+    let names =
+        |list: &[SignatureAlgorithm]| list.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ");
     if !spec.supports(algorithm) {
         return Err(format!(
             "a {spec} key cannot sign with {algorithm}; use one of: {}",
-            spec.algorithms()
-                .iter()
-                .map(|a| a.name())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names(allowed)
+        ));
+    }
+    if !allowed.is_empty() && !allowed.contains(&algorithm) {
+        return Err(format!(
+            "this {spec} key signs only with {} (its backend's policy for the key); ask for one of those",
+            names(allowed)
         ));
     }
     let input = match &request.input {

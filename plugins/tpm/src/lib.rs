@@ -102,6 +102,7 @@ impl TpmBackend {
             version: None,
             openpgp_certificate: None,
             attributes,
+            algorithms: Vec::new(),
         })
     }
 
