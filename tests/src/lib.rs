@@ -12,6 +12,7 @@ pub mod localkms;
 pub mod lowkey;
 pub mod notation;
 pub mod openbao;
+pub mod parsec;
 pub mod peers;
 pub mod pki;
 pub mod plugins;

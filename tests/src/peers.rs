@@ -37,6 +37,9 @@ pub enum Peer {
     Sq,
     /// A software TPM: `swtpm`, `swtpm_setup` and tpm2-tools' `tpm2_getcap`; the path is swtpm.
     Swtpm,
+    /// The Parsec service, parsec-service 1.5.0 built with its TPM and PKCS#11 providers
+    /// ([`crate::parsec::PARSEC_ENV`]); the path is the `parsec` binary.
+    Parsec,
 }
 
 impl Peer {
@@ -119,6 +122,10 @@ impl Peer {
                 }
                 on_path("swtpm").ok_or_else(|| "swtpm is not installed".to_string())
             }
+            Peer::Parsec => from_env_or(crate::parsec::PARSEC_ENV, || {
+                Some(home().join(".cache/keyward/bin/parsec")).filter(|p| p.is_file())
+            })
+            .ok_or_else(|| "the Parsec service (parsec) is not built".to_string()),
         }
     }
 
@@ -151,6 +158,10 @@ impl Peer {
             Peer::Registry => "`scripts/test notary` installs it (Debian docker-registry)",
             Peer::Gpg | Peer::Sq => "`scripts/test pgp` installs them (Debian gnupg, sq)",
             Peer::Swtpm => "`scripts/test tpm` installs them (Debian swtpm swtpm-tools tpm2-tools)",
+            Peer::Parsec => {
+                "`scripts/test parsec` builds parsec-service 1.5.0 from crates.io into \
+                 ~/.cache/keyward/bin and sets KEYWARD_TEST_PARSEC"
+            }
         }
     }
 }

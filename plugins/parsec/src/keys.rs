@@ -62,10 +62,12 @@ pub(crate) fn to_psa(algorithm: SignatureAlgorithm) -> Option<AsymmetricSignatur
     })
 }
 
-/// Whether `provider` can sign with `algorithm` at all. Parsec 1.x's TPM provider signs RSA
-/// PKCS#1 v1.5 and ECDSA only, whatever a key's policy permits.
+/// Whether `provider` can sign with `algorithm` at all. Parsec 1.5 signs RSA-PSS with neither
+/// its TPM provider (which signs ECDSA and RSA PKCS#1 v1.5 only) nor its PKCS#11 provider
+/// (which wraps every RSA hash in a PKCS#1 DigestInfo and so refuses PSS with
+/// PsaErrorNotSupported), whatever a key's policy permits.
 pub(crate) fn provider_signs(provider: ProviderId, algorithm: SignatureAlgorithm) -> bool {
-    !(provider == ProviderId::Tpm && algorithm.is_rsa_pss())
+    !(matches!(provider, ProviderId::Tpm | ProviderId::Pkcs11) && algorithm.is_rsa_pss())
 }
 
 /// The algorithms a key signs with: those of its spec its PSA policy permits (and its provider
@@ -122,9 +124,10 @@ pub(crate) fn spki(spec: KeySpec, exported: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// The attributes of a new key: persistent, usable to sign (and verify) hashes, with a policy
-/// that permits `algorithm` when given, else what the provider can do best: ECDSA with any hash
-/// and RSA-PSS with any hash; on the TPM provider (one hash per key, no PSS) ECDSA or RSA
-/// PKCS#1 v1.5 with the spec's default hash.
+/// that permits `algorithm` when given, else: ECDSA with any hash (the spec's default hash on
+/// the TPM provider, which takes one hash per key); RSA-PSS with the default hash where the
+/// provider signs PSS, else RSA PKCS#1 v1.5 (with any hash, or the default one on the TPM
+/// provider).
 pub(crate) fn new_key_attributes(
     spec: KeySpec,
     provider: ProviderId,
@@ -152,7 +155,8 @@ pub(crate) fn new_key_attributes(
             }
             if !provider_signs(provider, algorithm) {
                 return Err(BackendError::Unsupported(format!(
-                    "option algorithm={algorithm}: Parsec's TPM provider does not sign with RSA-PSS; use rsa-pkcs1-*"
+                    "option algorithm={algorithm}: Parsec's {} provider does not sign with RSA-PSS; use rsa-pkcs1-*",
+                    crate::settings::provider_name(provider)
                 )));
             }
             to_psa(algorithm)
@@ -161,19 +165,21 @@ pub(crate) fn new_key_attributes(
         None => {
             let default = spec.default_algorithm();
             let hash = psa_hash(default.hash().unwrap_or(HashAlgorithm::Sha256));
-            match (provider == ProviderId::Tpm, default.is_ecdsa()) {
-                (true, true) => AsymmetricSignature::Ecdsa {
-                    hash_alg: SignHash::Specific(hash),
-                },
-                (true, false) => AsymmetricSignature::RsaPkcs1v15Sign {
-                    hash_alg: SignHash::Specific(hash),
-                },
-                (false, true) => AsymmetricSignature::Ecdsa {
-                    hash_alg: SignHash::Any,
-                },
-                (false, false) => AsymmetricSignature::RsaPss {
-                    hash_alg: SignHash::Any,
-                },
+            // The TPM provider makes a TPM key whose scheme names the hash: one hash per key.
+            // PKCS#11 fixes the hash of PSS in the mechanism: a PSS policy needs one.
+            let one_hash = provider == ProviderId::Tpm;
+            let hash_alg = if one_hash || (!default.is_ecdsa() && provider_signs(provider, default))
+            {
+                SignHash::Specific(hash)
+            } else {
+                SignHash::Any
+            };
+            if default.is_ecdsa() {
+                AsymmetricSignature::Ecdsa { hash_alg }
+            } else if provider_signs(provider, default) {
+                AsymmetricSignature::RsaPss { hash_alg }
+            } else {
+                AsymmetricSignature::RsaPkcs1v15Sign { hash_alg }
             }
         }
     };
@@ -212,7 +218,15 @@ mod tests {
         let p11_rsa = new_key_attributes(KeySpec::Rsa3072, ProviderId::Pkcs11, None).unwrap();
         assert_eq!(
             algorithms_of(KeySpec::Rsa3072, &p11_rsa, ProviderId::Pkcs11).unwrap(),
-            vec![RsaPssSha384, RsaPssSha256, RsaPssSha512]
+            vec![RsaPkcs1Sha256, RsaPkcs1Sha384, RsaPkcs1Sha512]
+        );
+        let mbed_rsa = new_key_attributes(KeySpec::Rsa3072, ProviderId::MbedCrypto, None).unwrap();
+        assert_eq!(
+            algorithms_of(KeySpec::Rsa3072, &mbed_rsa, ProviderId::MbedCrypto).unwrap(),
+            vec![RsaPssSha384]
+        );
+        assert!(
+            new_key_attributes(KeySpec::Rsa2048, ProviderId::Pkcs11, Some(RsaPssSha256)).is_err()
         );
         let p11_ec = new_key_attributes(KeySpec::EcP384, ProviderId::Pkcs11, None).unwrap();
         assert_eq!(
