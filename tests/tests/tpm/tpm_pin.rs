@@ -3,9 +3,8 @@
 //! one); `keyward unlock` checks a PIN once; and a TPM in lockout is reported as such, with how
 //! long it lasts.
 
-use std::time::Duration;
-
 use keyward_sdk::{Client, KeySpec};
+use keyward_tests::{run_cli_with_stdin, stderr_text, stdout_text};
 
 use crate::common::{BACKEND, PIN_ENV, daemon, sign_and_verify, swtpm};
 
@@ -76,10 +75,22 @@ async fn a_wrong_pin_is_refused_once_and_never_retried_into_a_lockout() {
     // once against the TPM and refused.
     daemon.restart().await;
     let client = daemon.client().await;
-    client
-        .unlock_backend(BACKEND, RIGHT.as_bytes(), Some(Duration::from_secs(600)))
-        .await
-        .expect("unlock with the right PIN");
+    // The user's command: `keyward unlock`, the PIN on stdin.
+    let unlocked = run_cli_with_stdin(
+        &daemon,
+        ["unlock", "--backend", BACKEND, "--ttl", "10m"],
+        format!("{RIGHT}\n").as_bytes(),
+    );
+    assert!(
+        unlocked.status.success(),
+        "keyward unlock: {}",
+        stderr_text(&unlocked)
+    );
+    assert!(
+        stdout_text(&unlocked).contains("unlocked for 600s"),
+        "{}",
+        stdout_text(&unlocked)
+    );
     sign_and_verify(&client, "signer")
         .await
         .expect("sign after unlock");
@@ -116,7 +127,7 @@ async fn a_tpm_in_lockout_is_reported_with_how_long_it_lasts() {
     assert!(
         setup.status.success(),
         "tpm2_dictionarylockout: {}",
-        keyward_tests::stderr_text(&setup)
+        stderr_text(&setup)
     );
     let mut daemon = daemon(&tpm, &format!("pin_env = \"{PIN_ENV}\""))
         .env(PIN_ENV, RIGHT)
@@ -144,11 +155,7 @@ async fn a_tpm_in_lockout_is_reported_with_how_long_it_lasts() {
 
     // The owner clears it; the key signs again.
     let clear = tpm.tool("tpm2_dictionarylockout", ["--clear-lockout"]);
-    assert!(
-        clear.status.success(),
-        "{}",
-        keyward_tests::stderr_text(&clear)
-    );
+    assert!(clear.status.success(), "{}", stderr_text(&clear));
     daemon.restart().await;
     let client = daemon.client().await;
     sign_and_verify(&client, "locked")
