@@ -273,7 +273,7 @@ fn direct(tcti: &str, spec: KeySpec, count: usize) -> Result<Summary> {
         })?;
         let digest = Digest::try_from(vec![7u8; len])?;
         let t0 = Instant::now();
-        context.sign(key, digest, scheme.clone(), validation)?;
+        context.sign(key, digest, scheme, validation)?;
         Ok(t0.elapsed())
     };
     for _ in 0..20 {

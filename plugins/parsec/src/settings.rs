@@ -80,10 +80,10 @@ impl TryFrom<RawSettings> for ParsecSettings {
                     })?,
             ),
         };
-        if let Some(name) = &raw.application_name {
-            if name.is_empty() || name.len() > 256 {
-                return Err("application_name must be 1 to 256 characters".into());
-            }
+        if let Some(name) = &raw.application_name
+            && (name.is_empty() || name.len() > 256)
+        {
+            return Err("application_name must be 1 to 256 characters".into());
         }
         let timeout = raw.io_timeout_secs.unwrap_or(DEFAULT_IO_TIMEOUT_SECS);
         if !(1..=600).contains(&timeout) {

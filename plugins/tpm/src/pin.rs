@@ -70,10 +70,10 @@ impl Pins {
 
     /// The PIN to use now, or why there is none. `key` names the key in messages.
     pub fn current(&mut self, key: &str) -> Result<(Secret, Origin), BackendError> {
-        if let Some((_, Some(until))) = &self.unlocked {
-            if Instant::now() >= *until {
-                self.unlocked = None;
-            }
+        if let Some((_, Some(until))) = &self.unlocked
+            && Instant::now() >= *until
+        {
+            self.unlocked = None;
         }
         if let Some((pin, _)) = &self.unlocked {
             if self.is_refused(pin) {
@@ -84,12 +84,10 @@ impl Pins {
         let configured_refused = self.configured.as_ref().is_some_and(|p| self.is_refused(p));
         if configured_refused {
             // The file or variable may have been fixed since: read it again (only then).
-            if let Some(source) = &self.source {
-                if let Ok(pin) = source.read("pin") {
-                    if check_len(&pin).is_ok() {
-                        self.configured = Some(pin);
-                    }
-                }
+            if let Some(Ok(pin)) = self.source.as_ref().map(|s| s.read("pin"))
+                && check_len(&pin).is_ok()
+            {
+                self.configured = Some(pin);
             }
         }
         match &self.configured {

@@ -252,7 +252,7 @@ impl Worker {
                 .map_err(at(Stage::Sign))?;
                 let digest = Digest::try_from(digest.to_vec()).map_err(at(Stage::Sign))?;
                 context
-                    .sign(key, digest, scheme.clone(), validation)
+                    .sign(key, digest, scheme, validation)
                     .map_err(at(Stage::Sign))
             },
         )
@@ -351,10 +351,10 @@ impl Connection {
         private_blob: &[u8],
         private: &Private,
     ) -> Result<KeyHandle> {
-        if let Some((blob, handle)) = &self.loaded {
-            if blob == private_blob {
-                return Ok(*handle);
-            }
+        if let Some((blob, handle)) = &self.loaded
+            && blob == private_blob
+        {
+            return Ok(*handle);
         }
         if let Some((_, handle)) = self.loaded.take() {
             self.context

@@ -13,6 +13,14 @@ use keyward_tests::conformance::check_backend_with;
 
 use crate::{ON_PKCS11, ON_TPM, daemon, parsec};
 
+/// A key to make: its id, spec, generate options and the algorithms it must list.
+type KeyCase = (
+    &'static str,
+    KeySpec,
+    &'static [(&'static str, &'static str)],
+    &'static [Alg],
+);
+
 async fn generate(
     client: &Client,
     backend: &str,
@@ -53,7 +61,7 @@ async fn keys_in_the_tpm_and_pkcs11_providers_conform() {
     }
     // The PKCS#11 provider: ECDSA and RSA PKCS#1 v1.5 with any hash, or one algorithm when
     // asked. (Parsec 1.5 signs RSA-PSS with neither provider.)
-    let p11_keys: [(&str, KeySpec, &[(&str, &str)], &[Alg]); 4] = [
+    let p11_keys: [KeyCase; 4] = [
         (
             "p11-ec-p256",
             KeySpec::EcP256,
