@@ -21,7 +21,7 @@ mod store;
 mod templates;
 mod worker;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +46,19 @@ pub struct TpmBackend {
     store: Store,
     tpm: Tpm,
     pins: Arc<Mutex<Pins>>,
+    /// Parsed key files by name, valid while the file's stamp (inode, size, mtime) is the
+    /// same: a signature costs a `stat`, not a read, a parse and a public-key check.
+    parsed: Mutex<HashMap<String, (FileStamp, Arc<ParsedKey>)>>,
+}
+
+type FileStamp = (u64, u64, i64, i64);
+
+/// A key file ready to sign with.
+#[derive(Debug)]
+struct ParsedKey {
+    file: KeyFile,
+    spec: KeySpec,
+    private: tss_esapi::structures::Private,
 }
 
 impl TpmBackend {
@@ -70,7 +83,40 @@ impl TpmBackend {
             store,
             tpm,
             pins: Arc::new(Mutex::new(pins)),
+            parsed: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The key `name`, parsed, from the cache when its file has not changed.
+    fn parsed_key(&self, name: &str) -> Result<Arc<ParsedKey>, BackendError> {
+        let mut cache = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+        let stamp = match self.store.stamp(name) {
+            Ok(stamp) => stamp,
+            Err(e) => {
+                // A deleted key leaves nothing behind in the cache.
+                cache.remove(name);
+                return Err(e);
+            }
+        };
+        if let Some((cached, key)) = cache.get(name)
+            && *cached == stamp
+        {
+            return Ok(key.clone());
+        }
+        let file = self.store.read(name)?;
+        let (spec, _) = templates::describe_public(&file.public).map_err(|reason| {
+            BackendError::Unsupported(format!("tpm key {name:?} cannot be used: {reason}"))
+        })?;
+        let private = file
+            .private()
+            .map_err(|reason| BackendError::InvalidInput(format!("tpm key {name:?}: {reason}")))?;
+        let key = Arc::new(ParsedKey {
+            file,
+            spec,
+            private,
+        });
+        cache.insert(name.to_string(), (stamp, key.clone()));
+        Ok(key)
     }
 
     fn pins(&self) -> std::sync::MutexGuard<'_, Pins> {
@@ -153,30 +199,34 @@ impl TpmBackend {
         }
     }
 
-    /// Signs `digest` with `file`; handles the PIN, its refusal and the lockout.
+    /// Signs `digest` with `key`; handles the PIN, its refusal and the lockout.
     async fn sign_with(
         &self,
         name: &str,
-        file: &KeyFile,
+        key: Arc<ParsedKey>,
         digest: Vec<u8>,
         scheme: tss_esapi::structures::SignatureScheme,
     ) -> Result<tss_esapi::structures::Signature, BackendError> {
         let what = format!("signing with tpm key {name:?}");
-        let pin = if file.empty_auth {
+        let pin = if key.file.empty_auth {
             None
         } else {
             Some(self.pins().current(name)?)
         };
-        let private = file
-            .private()
-            .map_err(|reason| BackendError::InvalidInput(format!("tpm key {name:?}: {reason}")))?;
-        let (public, blob) = (file.public.clone(), file.private_blob.clone());
         let auth = pin.as_ref().map(|(pin, _)| pin.clone());
         let result = self
             .tpm
             .run(move |worker| {
                 let auth = auth.as_ref().map(Secret::expose);
-                worker.sign(&public, &blob, &private, auth, &digest, scheme)
+                let file = &key.file;
+                worker.sign(
+                    &file.public,
+                    &file.private_blob,
+                    &key.private,
+                    auth,
+                    &digest,
+                    scheme,
+                )
             })
             .await?;
         match result {
@@ -271,10 +321,8 @@ impl Backend for TpmBackend {
     }
 
     async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
-        let file = self.store.read(reference)?;
-        let (spec, _) = templates::describe_public(&file.public).map_err(|reason| {
-            BackendError::Unsupported(format!("tpm key {reference:?} cannot be used: {reason}"))
-        })?;
+        let key = self.parsed_key(reference)?;
+        let spec = key.spec;
         let SignOp::Prehashed(prehashed) = op else {
             return Err(BackendError::Unsupported(format!(
                 "tpm key {reference:?} is {spec}: TPMs have no Ed25519"
@@ -282,7 +330,7 @@ impl Backend for TpmBackend {
         };
         let (digest, scheme) = templates::sign_input(spec, &prehashed)?;
         let signature = self
-            .sign_with(reference, &file, digest.to_vec(), scheme)
+            .sign_with(reference, key, digest.to_vec(), scheme)
             .await?;
         let (bytes, ecdsa_format) = templates::signature_bytes(spec, signature)?;
         Ok(Signature {

@@ -88,6 +88,22 @@ impl Store {
         Ok(names)
     }
 
+    /// What identifies the current content of `name`'s file without reading it (inode, size,
+    /// modification time): a cache of parsed keys is valid while it stays the same.
+    pub fn stamp(&self, name: &str) -> Result<(u64, u64, i64, i64), BackendError> {
+        let path = self.path(name)?;
+        match fs::metadata(&path) {
+            Ok(meta) => Ok((meta.ino(), meta.len(), meta.mtime(), meta.mtime_nsec())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(BackendError::NotFound(
+                format!("no tpm key {name:?} ({} does not exist)", path.display()),
+            )),
+            Err(e) => Err(BackendError::unavailable(format!(
+                "cannot stat the key file {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
     /// Reads and parses the key file of `name`.
     pub fn read(&self, name: &str) -> Result<KeyFile, BackendError> {
         let path = self.path(name)?;
