@@ -35,7 +35,14 @@ pub enum Peer {
     Gpg,
     /// Sequoia's `sq`.
     Sq,
+    /// A `keywardd` built with the cargo feature `pkcs11-in-process` (so that
+    /// `isolation = "none"` loads a PKCS#11 module into it), as `keywardd-pkcs11-in-process`
+    /// next to the workspace's `keywardd`.
+    KeywarddPkcs11InProcess,
 }
+
+/// The file name of [`Peer::KeywarddPkcs11InProcess`].
+pub const KEYWARDD_PKCS11_IN_PROCESS: &str = "keywardd-pkcs11-in-process";
 
 impl Peer {
     /// Where the peer is, or why it is not there.
@@ -111,6 +118,17 @@ impl Peer {
             .ok_or_else(|| "docker-registry is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
+            Peer::KeywarddPkcs11InProcess => {
+                let path = crate::binary("keywardd").with_file_name(KEYWARDD_PKCS11_IN_PROCESS);
+                if path.is_file() {
+                    Ok(path)
+                } else {
+                    Err(format!(
+                        "no keywardd built with the cargo feature pkcs11-in-process ({} is missing)",
+                        path.display()
+                    ))
+                }
+            }
         }
     }
 
@@ -142,6 +160,11 @@ impl Peer {
             }
             Peer::Registry => "`scripts/test notary` installs it (Debian docker-registry)",
             Peer::Gpg | Peer::Sq => "`scripts/test pgp` installs them (Debian gnupg, sq)",
+            Peer::KeywarddPkcs11InProcess => {
+                "`scripts/test pkcs11` builds it (cargo build --workspace --bins --features \
+                 keyward-daemon/pkcs11-in-process, the keywardd copied to \
+                 keywardd-pkcs11-in-process)"
+            }
         }
     }
 }
