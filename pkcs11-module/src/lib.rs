@@ -19,6 +19,8 @@
 
 mod agent;
 mod ffi;
+#[cfg(test)]
+mod fixtures;
 mod mechanism;
 mod module;
 mod objects;

@@ -110,6 +110,31 @@ pub fn initialize(args: Option<InitArgs>) -> Result<(), CK_RV> {
     Ok(())
 }
 
+impl Module {
+    /// A module outside the global, with `objects` as the token's objects, fresh for an hour
+    /// (so that nothing asks an agent).
+    #[cfg(test)]
+    pub(crate) fn for_tests(objects: Vec<crate::objects::Object>) -> Module {
+        let module = Module {
+            pid: std::process::id(),
+            agent: Agent::new(true).unwrap(),
+            token: Mutex::default(),
+            sessions: Mutex::default(),
+            key_filter: None,
+        };
+        module.install_for_tests(objects);
+        module
+    }
+
+    /// Replaces the token's objects, fresh for an hour.
+    #[cfg(test)]
+    pub(crate) fn install_for_tests(&self, objects: Vec<crate::objects::Object>) {
+        let mut token = self.token.lock().unwrap();
+        token.objects.replace(objects);
+        token.refreshed = Some(Instant::now() + std::time::Duration::from_secs(3600));
+    }
+}
+
 /// `C_Finalize`. Calls still running on other threads finish with the module they started
 /// with; it is dropped (its runtime shut down) after the last of them.
 pub fn finalize(reserved_is_null: bool) -> Result<(), CK_RV> {

@@ -325,3 +325,7 @@ impl Module {
         Err(CKR_ACTION_PROHIBITED)
     }
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
