@@ -7,164 +7,28 @@
 //! policy refuses the consumer's executable fails with CKR_FUNCTION_REJECTED and is audited.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
-use keyward_sdk::KeySpec;
 use keyward_tests::pkcs11_module::{
-    available, consumer, executable, hex_id, module_path, pkcs11_tool, run, sunpkcs11_config,
+    Agent, HSM_KEYS, LIBP11_KEYS, LOCAL_KEYS, assert_ok, available, consumer, executable, hex_id,
+    key_with_policy, module_path, openssl_verify, pkcs11_tool, run, stranger_ca, sunpkcs11_config,
     tiny_pe, uri, wait_for_audit_record,
 };
-use keyward_tests::softhsm::{self, PIN, PIN_ENV, SO_PIN, SoftHsm};
-use keyward_tests::{
-    DaemonBuilder, TestDaemon, openssl, openssl_genpkey, random_bytes, run_cli, set_mode,
-    stderr_text, stdout_text, toml_string,
-};
+use keyward_tests::{DaemonBuilder, openssl, random_bytes, stderr_text, stdout_text, toml_string};
 use sha2::{Digest, Sha256, Sha384, Sha512};
 
-/// Keys in the local backend (`ca` issues certificates for `ec` and `hsm-rsa`) and in SoftHSM.
-const LOCAL_KEYS: [(&str, KeySpec); 4] = [
-    ("ec", KeySpec::EcP256),
-    ("rsa", KeySpec::Rsa2048),
-    ("ed", KeySpec::Ed25519),
-    ("ca", KeySpec::EcP256),
-];
-const HSM_KEYS: [(&str, KeySpec); 2] = [("hsm-ec", KeySpec::EcP384), ("hsm-rsa", KeySpec::Rsa2048)];
-/// Keys for libp11 (the OpenSSL engine, osslsigncode): libp11 0.4.12 stops enumerating a
-/// token at the first key type it does not know (Ed25519), so the module shows it these only.
-const LIBP11_KEYS: &str = "ec,rsa,ca,hsm-ec,hsm-rsa";
 const AUDIT_WAIT: Duration = Duration::from_secs(10);
 
-/// A running agent with the keys above, their public keys in `<work>/<id>.pub`, and the CA
-/// certificate in `<work>/ca.pem`.
-struct Agent {
-    daemon: TestDaemon,
-    _hsm: SoftHsm,
-    work: tempfile::TempDir,
-}
-
-impl Agent {
-    async fn start() -> Option<Agent> {
-        if !softhsm::available() {
-            return None;
-        }
-        let hsm = SoftHsm::new();
-        hsm.init_token("p11mod", SO_PIN, PIN);
-        let daemon = DaemonBuilder::new()
-            .extra_toml(&hsm.backend_toml("p11mod", ""))
-            .env("SOFTHSM2_CONF", hsm.conf().to_str().expect("UTF-8 path"))
-            .env(PIN_ENV, PIN)
-            .start()
-            .await;
-        let client = daemon.client().await;
-        for (id, spec) in LOCAL_KEYS {
-            client
-                .generate_key("local", id, spec)
-                .await
-                .expect("generate");
-        }
-        for (id, spec) in HSM_KEYS {
-            client
-                .generate_key(softhsm::BACKEND, id, spec)
-                .await
-                .expect("generate");
-        }
-        let work = tempfile::tempdir().expect("temp dir");
-        let ca = work.path().join("ca.pem");
-        let issue = |args: &[&str]| {
-            let output = run_cli(&daemon, args);
-            assert!(
-                output.status.success(),
-                "keyward {args:?}: {}",
-                stderr_text(&output)
-            );
-        };
-        let subject = "C=US,ST=WA,O=Example,CN=Example Code Signing CA";
-        issue(&[
-            "cert",
-            "issue",
-            "--key",
-            "ca",
-            "--self-signed-ca",
-            "--subject",
-            subject,
-            "--output",
-            ca.to_str().unwrap(),
-        ]);
-        for id in ["ec", "hsm-rsa"] {
-            issue(&[
-                "cert",
-                "issue",
-                "--key",
-                id,
-                "--ca",
-                "ca",
-                "--subject",
-                &format!("C=US,ST=WA,O=Example,CN={id}"),
-            ]);
-        }
-        for (id, _) in LOCAL_KEYS.iter().chain(&HSM_KEYS) {
-            let key = client.public_key(id).await.expect("public key");
-            std::fs::write(work.path().join(format!("{id}.pub")), key.pem).unwrap();
-        }
-        Some(Agent {
-            daemon,
-            _hsm: hsm,
-            work,
-        })
-    }
-
-    fn socket(&self) -> &Path {
-        self.daemon.socket()
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.work.path().join(name)
-    }
-
-    fn write(&self, name: &str, bytes: &[u8]) -> PathBuf {
-        let path = self.file(name);
-        std::fs::write(&path, bytes).unwrap();
-        path
-    }
-}
-
-fn assert_ok(output: &Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}):\n{}{}",
-        output.status,
-        stdout_text(output),
-        stderr_text(output)
-    );
-}
-
-/// `openssl dgst -<hash> -verify <key>.pub -signature SIG DATA` (with `options` as -sigopt).
-fn openssl_verify(
-    agent: &Agent,
-    key: &str,
-    hash: &str,
-    options: &[&str],
-    sig: &Path,
-    data: &Path,
-) -> Output {
-    let public = agent.file(&format!("{key}.pub"));
-    let mut args: Vec<String> = vec![
-        "dgst".into(),
-        format!("-{hash}"),
-        "-verify".into(),
-        public.display().to_string(),
-    ];
-    for option in options {
-        args.extend(["-sigopt".into(), option.to_string()]);
-    }
-    args.extend([
-        "-signature".into(),
-        sig.display().to_string(),
-        data.display().to_string(),
-    ]);
-    openssl(&args)
-}
+/// One `pkcs11-tool --sign`: key, mechanism, more arguments, input; and the `openssl dgst
+/// -verify` that checks it: hash, `-sigopt` options.
+type SignCase<'a> = (
+    &'a str,
+    &'a str,
+    &'a [&'a str],
+    &'a Path,
+    &'a str,
+    &'a [&'a str],
+);
 
 const PSS: [&str; 2] = ["rsa_padding_mode:pss", "rsa_pss_saltlen:digest"];
 /// The DER prefix of a SHA-512 DigestInfo (RFC 8017, section 9.2, note 1).
@@ -226,7 +90,7 @@ async fn pkcs11_tool_lists_the_agents_keys_and_signs_with_local_and_softhsm_keys
     let digest_info = agent.write("data.sha512-digestinfo", &digest_info);
     let ecdsa_der = ["--signature-format", "openssl"];
     let pss_sha256 = ["--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256"];
-    let cases: [(&str, &str, &[&str], &Path, &str, &[&str]); 9] = [
+    let cases: [SignCase; 9] = [
         ("ec", "ECDSA-SHA256", &ecdsa_der, &data, "sha256", &[]),
         ("ec", "ECDSA", &ecdsa_der, &sha384, "sha384", &[]),
         ("rsa", "SHA256-RSA-PKCS", &[], &data, "sha256", &[]),
@@ -347,41 +211,17 @@ async fn openssls_pkcs11_engine_signs_with_agent_keys_by_uri() {
     let Some(agent) = Agent::start().await else {
         return;
     };
-    let digests = [
-        (
-            "sha256",
-            agent.write("d.sha256", &Sha256::digest(b"engine test")),
-        ),
-        (
-            "sha384",
-            agent.write("d.sha384", &Sha384::digest(b"engine test")),
-        ),
+    let sha256 = agent.write("d.sha256", &Sha256::digest(b"engine test"));
+    let sha384 = agent.write("d.sha384", &Sha384::digest(b"engine test"));
+    let pss = |digest| [digest, "rsa_padding_mode:pss", "rsa_pss_saltlen:digest"];
+    let cases: [(&str, &Path, &[&str]); 5] = [
+        ("ec", &sha256, &[]),
+        ("hsm-ec", &sha384, &[]),
+        ("rsa", &sha256, &["digest:sha256"]),
+        ("rsa", &sha256, &pss("digest:sha256")),
+        ("hsm-rsa", &sha384, &pss("digest:sha384")),
     ];
-    let cases: [(&str, usize, &[&str]); 5] = [
-        ("ec", 0, &[]),
-        ("hsm-ec", 1, &[]),
-        ("rsa", 0, &["digest:sha256"]),
-        (
-            "rsa",
-            0,
-            &[
-                "digest:sha256",
-                "rsa_padding_mode:pss",
-                "rsa_pss_saltlen:digest",
-            ],
-        ),
-        (
-            "hsm-rsa",
-            1,
-            &[
-                "digest:sha384",
-                "rsa_padding_mode:pss",
-                "rsa_pss_saltlen:digest",
-            ],
-        ),
-    ];
-    for (n, (key, digest, options)) in cases.into_iter().enumerate() {
-        let (_, input) = &digests[digest];
+    for (n, (key, input, options)) in cases.into_iter().enumerate() {
         let signature = agent.file(&format!("engine-{n}.sig"));
         let mut command = consumer("openssl", agent.socket());
         command
@@ -435,26 +275,7 @@ async fn osslsigncode_signs_a_pe_file_that_verifies_against_the_agent_ca() {
     };
     let unsigned = agent.write("tiny.exe", &tiny_pe());
     // A CA that issued nothing here: verification against it must fail.
-    let stranger_key = agent.file("stranger.key");
-    openssl_genpkey(
-        &stranger_key,
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-    );
-    let stranger = agent.file("stranger.pem");
-    let made = openssl([
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        stranger_key.to_str().unwrap(),
-        "-subj",
-        "/CN=Stranger CA",
-        "-days",
-        "2",
-        "-out",
-        stranger.to_str().unwrap(),
-    ]);
-    assert_ok(&made, "openssl req -x509");
+    let stranger = stranger_ca(agent.work(), "stranger");
 
     for key in ["ec", "hsm-rsa"] {
         let signed = agent.file(&format!("tiny-{key}.exe"));
@@ -513,7 +334,7 @@ async fn jarsigner_signs_a_jar_through_sunpkcs11_and_the_signature_verifies() {
     let Some(agent) = Agent::start().await else {
         return;
     };
-    let config = sunpkcs11_config(agent.work.path());
+    let config = sunpkcs11_config(agent.work());
     let token = |tool: &str| {
         let mut command = consumer(tool, agent.socket());
         command
@@ -543,7 +364,7 @@ async fn jarsigner_signs_a_jar_through_sunpkcs11_and_the_signature_verifies() {
         );
     }
 
-    let content = agent.work.path().join("content");
+    let content = agent.work().join("content");
     std::fs::create_dir(&content).unwrap();
     std::fs::write(content.join("hello.txt"), b"signed through keyward\n").unwrap();
     let jar = agent.file("app.jar");
@@ -577,28 +398,7 @@ async fn jarsigner_signs_a_jar_through_sunpkcs11_and_the_signature_verifies() {
         store
     };
     let trusted = trust("trust.p12", &agent.file("ca.pem"));
-    let stranger_key = agent.file("stranger.key");
-    openssl_genpkey(
-        &stranger_key,
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-    );
-    let stranger = agent.file("stranger.pem");
-    assert_ok(
-        &openssl([
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            stranger_key.to_str().unwrap(),
-            "-subj",
-            "/CN=Stranger",
-            "-days",
-            "2",
-            "-out",
-            stranger.to_str().unwrap(),
-        ]),
-        "openssl req",
-    );
+    let stranger = stranger_ca(agent.work(), "stranger");
     let untrusted = trust("stranger.p12", &stranger);
 
     for (alias, algorithm) in [("ec", "SHA256withECDSA"), ("hsm-rsa", "SHA256withRSA")] {
@@ -635,22 +435,6 @@ async fn jarsigner_signs_a_jar_through_sunpkcs11_and_the_signature_verifies() {
             "{alias}: -strict accepted a chain to an untrusted CA"
         );
     }
-}
-
-/// A P-256 key file `keys/<id>.pem` and its `[[key]]` with `policy` lines.
-fn key_with_policy(builder: DaemonBuilder, id: &str, policy: &str) -> DaemonBuilder {
-    let keys = builder.dir().join("keys");
-    if !keys.exists() {
-        std::fs::create_dir(&keys).unwrap();
-        set_mode(&keys, 0o700);
-    }
-    openssl_genpkey(
-        &keys.join(format!("{id}.pem")),
-        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
-    );
-    builder.extra_toml(&format!(
-        "[[key]]\nid = \"{id}\"\nbackend = \"local\"\nref = \"{id}\"\n[key.policy]\n{policy}\n"
-    ))
 }
 
 #[tokio::test]
