@@ -9,10 +9,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use keyward_sdk::KeySpec;
+
 use keyward_tests::pkcs11_module::{
     Agent, HSM_KEYS, LIBP11_KEYS, LOCAL_KEYS, assert_ok, available, consumer, executable, hex_id,
-    key_with_policy, module_path, openssl_verify, pkcs11_tool, run, stranger_ca, sunpkcs11_config,
-    tiny_pe, uri, wait_for_audit_record,
+    in_child, key_with_policy, module_path, openssl_verify, pkcs11_tool, run, run_in_child,
+    signing_checks, stranger_ca, sunpkcs11_config, tiny_pe, uri, wait_for_audit_record,
 };
 use keyward_tests::{DaemonBuilder, openssl, random_bytes, stderr_text, stdout_text, toml_string};
 use sha2::{Digest, Sha256, Sha384, Sha512};
@@ -534,4 +536,28 @@ async fn a_policy_that_refuses_the_consumers_executable_fails_the_sign_and_is_au
         let purpose = record["purpose"].as_str().unwrap();
         assert!(purpose.starts_with("pkcs11:CKM_ECDSA"), "{record}");
     }
+}
+
+#[test]
+fn one_process_signs_from_many_threads_at_once_and_from_inside_a_tokio_runtime() {
+    if in_child() {
+        signing_checks();
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let daemon = runtime.block_on(async {
+        let daemon = DaemonBuilder::new().start().await;
+        let client = daemon.client().await;
+        for (id, spec) in [("ec", KeySpec::EcP256), ("rsa", KeySpec::Rsa2048)] {
+            client
+                .generate_key("local", id, spec)
+                .await
+                .expect("generate");
+        }
+        daemon
+    });
+    run_in_child(
+        "one_process_signs_from_many_threads_at_once_and_from_inside_a_tokio_runtime",
+        daemon.socket(),
+    );
 }

@@ -11,12 +11,14 @@ use std::time::{Duration, Instant};
 use crate::{COMMAND_TIMEOUT, binary, run_with_timeout};
 
 mod agent;
+mod inprocess;
 mod pe;
 
 pub use agent::{
     Agent, HSM_KEYS, LIBP11_KEYS, LOCAL_KEYS, assert_ok, key_with_policy, openssl_verify,
     stranger_ca,
 };
+pub use inprocess::{in_child, run_in_child, signing_checks};
 pub use pe::tiny_pe;
 
 /// The module's file name, next to the workspace binaries.
