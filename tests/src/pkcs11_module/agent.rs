@@ -38,9 +38,7 @@ pub struct Agent {
 impl Agent {
     /// Starts it; `None` (after a `skipped:` line) when SoftHSM is not installed.
     pub async fn start() -> Option<Agent> {
-        if !softhsm::available() {
-            return None;
-        }
+        crate::peers::require(crate::peers::Peer::SoftHsm)?;
         let hsm = SoftHsm::new();
         hsm.init_token("p11mod", SO_PIN, PIN);
         let daemon = DaemonBuilder::new()

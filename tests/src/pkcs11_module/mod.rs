@@ -50,8 +50,8 @@ pub fn executable(program: &str) -> Option<PathBuf> {
         .and_then(|found| found.canonicalize().ok())
 }
 
-/// Whether every tool in `tools` is on `PATH` (and the engine, when `engine`); when not, says
-/// so on stderr with `skipped: ` (the caller returns; CI turns a skip into a failure).
+/// Whether every tool in `tools` is on `PATH` (and the engine, when `engine`); when not, the
+/// test skips through [`crate::peers::missing`] (which fails it under `CI=true`).
 pub fn available(tools: &[&str], engine: bool) -> bool {
     let missing: Vec<&str> = tools
         .iter()
@@ -62,9 +62,10 @@ pub fn available(tools: &[&str], engine: bool) -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
-        "skipped: {} not installed (scripts/test pkcs11-module installs them)",
-        missing.join(", ")
+    crate::peers::missing(
+        &format!("{} not installed", missing.join(", ")),
+        "`scripts/test pkcs11-module` installs them (Debian opensc, libengine-pkcs11-openssl, \
+         osslsigncode, openjdk-17-jdk-headless)",
     );
     false
 }
