@@ -52,6 +52,42 @@ pub struct TimestampArgs {
     signature_manifest: Option<PathBuf>,
 }
 
+/// An envelope larger than this is refused unread (a Notary envelope is a few KiB: a small
+/// payload and a certificate chain; notation caps a plugin's whole answer at 64 MiB).
+const MAX_ENVELOPE_BYTES: u64 = 16 * 1024 * 1024;
+/// A TimeStampReq is a hundred bytes or so.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+
+/// Reads at most `max` bytes of `path` (`-`: stdin); more is an error, not a truncation.
+fn read_bounded(path: &Path, what: &str, max: u64) -> Result<Vec<u8>, Failure> {
+    use std::io::Read;
+    let failed = |e: std::io::Error| {
+        Failure::new(format!(
+            "cannot read {what} {}: {}",
+            quoted(path),
+            crate::output::io_reason(&e)
+        ))
+    };
+    let mut bytes = Vec::new();
+    let reader: Box<dyn Read> = if path == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::fs::File::open(path).map_err(failed)?)
+    };
+    reader
+        .take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(failed)?;
+    if bytes.len() as u64 > max {
+        return Err(Failure::new(format!(
+            "{what} {} is larger than {} KiB, so it is not one",
+            quoted(path),
+            max / 1024
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Reads `--timestamp-root-cert`: one or more PEM certificates, or one DER certificate.
 pub fn load_roots(path: &Path) -> Result<Vec<X509>, Failure> {
     let bytes = read_input(path, "TSA root certificate")?;
@@ -133,8 +169,12 @@ pub fn describe(checked: &Checked, root: Option<&Path>) -> String {
 
 /// Runs `keyward notary timestamp` (no agent needed).
 pub fn run(args: TimestampArgs) -> Result<i32, Failure> {
-    let envelope = read_input(&args.envelope, "envelope")?;
-    let response = read_input(&args.response, "timestamp response")?;
+    let envelope = read_bounded(&args.envelope, "envelope", MAX_ENVELOPE_BYTES)?;
+    let response = read_bounded(
+        &args.response,
+        "timestamp response",
+        tsp::MAX_RESPONSE_BYTES as u64,
+    )?;
     let roots = match &args.timestamp_root_cert {
         Some(path) => load_roots(path)?,
         None => Vec::new(),
@@ -153,7 +193,7 @@ pub fn run(args: TimestampArgs) -> Result<i32, Failure> {
     }
     let request = match &args.request {
         Some(path) => {
-            let bytes = read_input(path, "timestamp request")?;
+            let bytes = read_bounded(path, "timestamp request", MAX_REQUEST_BYTES)?;
             let request = Request::parse(&bytes)
                 .map_err(|e| Failure::new(format!("--request {}: {e}", quoted(path))))?;
             if request.hash != parsed.hash

@@ -280,7 +280,7 @@ fn check_cms_signature(token: &[u8], signer_der: &[u8]) -> Result<(), String> {
         None,
         None,
         None,
-        CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY | CMSOptions::BINARY,
+        CMSOptions::NOINTERN | CMSOptions::NO_SIGNER_CERT_VERIFY,
     )
     .map_err(|e| {
         format!("signature check failed: the TSA's signature over the token does not verify ({e})")
