@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 
 use keyward_tests::cli::{assert_cli_error, assert_ok, path};
 use keyward_tests::notation::{Notation, Registry, tools};
+use keyward_tests::peers::{self, Peer};
 use keyward_tests::softhsm::{self, SoftHsm};
 use keyward_tests::timestamping::{
     Method, SHORT_VALIDITY_SECONDS, Signer, air_gapped_envelope, chain_pem, jws_parts,
     key_with_certificate, openssl_request, policy, verify,
 };
-use keyward_tests::peers::{self, Peer};
 use keyward_tests::tsa::Tsa;
 use keyward_tests::{TestDaemon, openssl, run_cli};
 use serde_json::Value;
