@@ -35,6 +35,8 @@ pub enum Peer {
     Gpg,
     /// Sequoia's `sq`.
     Sq,
+    /// sigstore's `timestamp-server` v2.1.3, the RFC 3161 TSA (`KEYWARD_TEST_TSA`).
+    Tsa,
 }
 
 impl Peer {
@@ -111,6 +113,10 @@ impl Peer {
             .ok_or_else(|| "docker-registry is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
+            Peer::Tsa => from_env_or("KEYWARD_TEST_TSA", || {
+                Some(home().join(".cache/keyward/bin/timestamp-server")).filter(|p| p.is_file())
+            })
+            .ok_or_else(|| "sigstore's timestamp-server is not installed".to_string()),
         }
     }
 
@@ -142,6 +148,10 @@ impl Peer {
             }
             Peer::Registry => "`scripts/test notary` installs it (Debian docker-registry)",
             Peer::Gpg | Peer::Sq => "`scripts/test pgp` installs them (Debian gnupg, sq)",
+            Peer::Tsa => {
+                "`scripts/test timestamp` builds timestamp-server v2.1.3 from the Go module proxy \
+                 and sets KEYWARD_TEST_TSA"
+            }
         }
     }
 }
