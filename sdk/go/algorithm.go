@@ -135,18 +135,19 @@ func AlgorithmFor(spec keywardv1.KeySpec, hash crypto.Hash, padding Padding) (ke
 		return algorithm, nil
 	case keywardv1.KeySpec_KEY_SPEC_ED25519:
 		if hash != 0 {
-			return 0, fmt.Errorf("an ed25519 key signs the message itself (crypto.Hash(0)), not a %s digest", hashName(hash))
+			return 0, fmt.Errorf("an ed25519 key signs the message itself (crypto.Hash(0)), not %s", hashName(hash))
 		}
 		return keywardv1.SignatureAlgorithm_SIGNATURE_ALGORITHM_ED25519, nil
 	}
 	return 0, fmt.Errorf("the key spec %s cannot sign", name)
 }
 
+// hashName names what the caller passed: "a SHA-1 digest", or no hash at all.
 func hashName(hash crypto.Hash) string {
 	if hash == 0 {
-		return "no hash (crypto.Hash(0))"
+		return "a message with no hash (crypto.Hash(0))"
 	}
-	return hash.String() + " digest"
+	return "a " + hash.String() + " digest"
 }
 
 // algorithmForSignerOpts maps crypto.SignerOpts as crypto.Signer callers pass them: a

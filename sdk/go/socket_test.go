@@ -289,8 +289,8 @@ func TestSignerOptsMapping(t *testing.T) {
 		why  string
 	}{
 		{rsa2048, &rsa.PSSOptions{SaltLength: 20, Hash: crypto.SHA256}, "20-byte salt"},
-		{rsa2048, crypto.Hash(0), "not no hash"},
-		{p256, crypto.SHA1, "not SHA-1"},
+		{rsa2048, crypto.Hash(0), "not a message with no hash"},
+		{p256, crypto.SHA1, "not a SHA-1 digest"},
 		{ed, crypto.SHA512, "signs the message itself"},
 		{ed, &ed25519.Options{Hash: crypto.SHA512}, "Ed25519ph"},
 		{ed, &ed25519.Options{Context: "x"}, "context"},
