@@ -373,7 +373,7 @@ async fn policy_refuses_cosign_for_a_key_notation_may_use() {
         "blob",
     ]);
     assert!(
-        out.contains("release") && out.contains("executable"),
+        out.contains("keyward://release") && out.contains("is not in executables"),
         "{out}"
     );
     // Public keys stay public: cosign may still export it and verify notation's world.
