@@ -386,6 +386,40 @@ mod tests {
         assert_eq!(input.digest, Some(vec![0; 32]));
         assert_eq!(input.hash, Some(HashAlgorithm::Sha256));
 
+        // cosign v3: a SHA-384 digest of a P-384 key, no hashFunc beside it, SHA-256 in
+        // initOptions: the digest's length says which hash made it.
+        let v3 = parse(
+            Some("v1"),
+            Some(&args(
+                "signMessage",
+                &format!(
+                    r#","signMessage":{{"signOptions":{{"messageOptions":{{"digest":"{}"}}}}}}"#,
+                    STANDARD.encode([7u8; 48])
+                ),
+            )),
+        )
+        .unwrap();
+        let Method::SignMessage(input) = v3.method else {
+            panic!("not signMessage")
+        };
+        assert_eq!(input.hash, Some(HashAlgorithm::Sha384));
+        // A hash the call names itself is kept (and the length mismatch is refused later).
+        let stated = parse(
+            Some("v1"),
+            Some(&args(
+                "signMessage",
+                &format!(
+                    r#","signMessage":{{"signOptions":{{"messageOptions":{{"digest":"{}","hashFunc":5}}}}}}"#,
+                    STANDARD.encode([7u8; 48])
+                ),
+            )),
+        )
+        .unwrap();
+        let Method::SignMessage(input) = stated.method else {
+            panic!("not signMessage")
+        };
+        assert_eq!(input.hash, Some(HashAlgorithm::Sha256));
+
         let create = parse(
             Some("v1"),
             Some(

@@ -238,12 +238,30 @@ fn decode(field: &str, text: &str) -> Result<Vec<u8>, ProtocolError> {
 
 fn input(options: Option<MessageCallOptions>, init_hash: u32) -> Result<Input, ProtocolError> {
     let options = options.unwrap_or_default();
-    let hash = go_hash(options.message_options.hash_func.unwrap_or(init_hash))?;
+    let call_hash = options.message_options.hash_func;
+    let mut hash = go_hash(call_hash.unwrap_or(init_hash))?;
     // sigstore always sends a digest field; an empty one means "no digest".
     let digest = match options.message_options.digest {
         Some(text) => Some(decode("messageOptions.digest", &text)?).filter(|d| !d.is_empty()),
         None => None,
     };
+    // cosign v3 signs with the key's own hash (SHA-384 for a P-384 key) and sends that digest
+    // without saying which hash made it, while initOptions still says SHA-256. The three
+    // hashes have three lengths, so the digest's length names its hash; a hash the call states
+    // itself is never overridden.
+    if call_hash.is_none()
+        && let Some(digest) = &digest
+        && hash.is_none_or(|h| h.len() != digest.len())
+    {
+        hash = [
+            HashAlgorithm::Sha256,
+            HashAlgorithm::Sha384,
+            HashAlgorithm::Sha512,
+        ]
+        .into_iter()
+        .find(|h| h.len() == digest.len())
+        .or(hash);
+    }
     Ok(Input {
         digest,
         hash,
