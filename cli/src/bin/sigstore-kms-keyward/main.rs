@@ -49,7 +49,10 @@ const BACKEND_ENV: &str = "KEYWARD_COSIGN_BACKEND";
 const PURPOSE: &str = "cosign (sigstore-kms-keyward)";
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy: a non-UTF-8 argument (never from cosign) becomes a JSON error, not a panic.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let (response, ok) = match run(
         args.get(1).map(String::as_str),
         args.get(2).map(String::as_str),
