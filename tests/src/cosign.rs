@@ -2,8 +2,8 @@
 //! Go module proxy by `scripts/test cosign`) run with a private HOME, `KEYWARD_SOCK` pointing
 //! at the test daemon and a PATH whose only plugin is a copy of `sigstore-kms-keyward`.
 //!
-//! cosign is found through `KEYWARD_TEST_COSIGN` (else `~/.cache/keyward/bin/cosign`); when it
-//! is missing, [`binary`] prints `skipped: ...` and the test returns.
+//! cosign is found through `KEYWARD_TEST_COSIGN` (else `~/.cache/keyward/bin/cosign`) by
+//! [`crate::peers::require`].
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -12,44 +12,25 @@ use std::process::{Command, Output};
 use tempfile::TempDir;
 
 use crate::notation::Tools;
+use crate::peers::{Peer, require};
 use crate::users::CliCopy;
 use crate::{COMMAND_TIMEOUT, run_with_timeout, stderr_text, stdout_text};
 
-/// The cosign executable, or `None` after printing why the test is skipped.
+/// The environment variable naming the cosign binary (`scripts/test cosign` sets it).
+pub const COSIGN_ENV: &str = "KEYWARD_TEST_COSIGN";
+
+/// The cosign executable, or `None` after printing why the test is skipped (a failure under
+/// `CI=true`).
 pub fn binary() -> Option<PathBuf> {
-    let path = std::env::var_os("KEYWARD_TEST_COSIGN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/keyward/bin/cosign")
-        });
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!(
-            "skipped: cosign is not installed at {} (scripts/test cosign builds it)",
-            path.display()
-        );
-        None
-    }
+    require(Peer::Cosign)
 }
 
 /// The distribution registry alone (no notation), or `None` after printing why the test is
 /// skipped.
 pub fn registry_tools() -> Option<Tools> {
-    let registry = std::env::var_os("KEYWARD_TEST_REGISTRY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/docker-registry"));
-    if !registry.is_file() {
-        eprintln!(
-            "skipped: docker-registry is not installed at {} (scripts/test cosign installs it)",
-            registry.display()
-        );
-        return None;
-    }
     Some(Tools {
         notation: PathBuf::new(),
-        registry,
+        registry: require(Peer::Registry)?,
     })
 }
 

@@ -13,6 +13,7 @@ pub mod localkms;
 pub mod lowkey;
 pub mod notation;
 pub mod openbao;
+pub mod peers;
 pub mod pki;
 pub mod plugins;
 mod process;

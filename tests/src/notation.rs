@@ -4,8 +4,8 @@
 //! and manifests to it.
 //!
 //! Tools are found through `KEYWARD_TEST_NOTATION` (else `~/.cache/keyward/bin/notation`) and
-//! `KEYWARD_TEST_REGISTRY` (else `/usr/bin/docker-registry`); when one is missing, [`tools`]
-//! prints `skipped: ...` and the test returns.
+//! `KEYWARD_TEST_REGISTRY` (else `/usr/bin/docker-registry`) by [`crate::peers::require`]; when
+//! one is missing, [`tools`] prints `skipped: ...` and the test returns (under CI it fails).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+use crate::peers::{Peer, require};
 use crate::{COMMAND_TIMEOUT, TestDaemon, binary, run_with_timeout, stderr_text, stdout_text};
 
 /// The OCI image manifest media type.
@@ -32,26 +33,11 @@ pub struct Tools {
     pub registry: PathBuf,
 }
 
-/// The tools, or `None` after printing why the test is skipped.
+/// The tools, through [`crate::peers::require`]: `None` after printing why the test is skipped
+/// (a panic under CI).
 pub fn tools() -> Option<Tools> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let notation = std::env::var_os("KEYWARD_TEST_NOTATION")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/keyward/bin/notation"));
-    let registry = std::env::var_os("KEYWARD_TEST_REGISTRY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/docker-registry"));
-    for (what, path) in [("notation", &notation), ("docker-registry", &registry)] {
-        if !path.is_file() {
-            eprintln!(
-                "skipped: {what} is not installed at {} (scripts/test notary installs it)",
-                path.display()
-            );
-            return None;
-        }
-    }
+    let notation = require(Peer::Notation)?;
+    let registry = require(Peer::Registry)?;
     Some(Tools { notation, registry })
 }
 

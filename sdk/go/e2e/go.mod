@@ -1,6 +1,6 @@
 // End-to-end tests of the Go SDK against a real keywardd, with the tools that consume a
 // crypto.Signer (crypto/x509, notation-go). A module of its own so that the SDK itself does
-// not depend on notation-go. tests/tests/go_sdk.rs starts the daemon and runs these.
+// not depend on notation-go. tests/tests/go/go_sdk.rs starts the daemon and runs these.
 module github.com/keyward/keyward/sdk/go/e2e
 
 go 1.24.0

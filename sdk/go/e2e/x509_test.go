@@ -16,12 +16,12 @@ import (
 	keyward "github.com/keyward/keyward/sdk/go"
 )
 
-// agent connects to the daemon the driver (tests/tests/go_sdk.rs) started; the test is
+// agent connects to the daemon the driver (tests/tests/go/go_sdk.rs) started; the test is
 // skipped when run without one.
 func agent(t *testing.T) *keyward.Client {
 	t.Helper()
 	if os.Getenv(keyward.SocketEnv) == "" {
-		t.Skip("skipped: KEYWARD_SOCK is not set; cargo test -p keyward-tests --test go_sdk runs these against a real keywardd")
+		t.Skip("skipped: KEYWARD_SOCK is not set; cargo test -p keyward-tests --test go runs these against a real keywardd")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -14,22 +14,11 @@ use std::time::Duration;
 
 use keyward_tests::cli::assert_ok;
 use keyward_tests::notation::{Notation, Registry, tools};
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::{TestDaemon, openssl, run_cli, run_with_timeout, stderr_text, stdout_text};
 
 /// Compiling the e2e tests (notation-go and its dependencies) takes a while on a cold cache.
 const GO_TEST_TIMEOUT: Duration = Duration::from_secs(900);
-
-fn go() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("go"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        eprintln!("skipped: go is not installed (scripts/test go installs golang-go)");
-    }
-    found
-}
 
 fn e2e_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk/go/e2e")
@@ -54,7 +43,7 @@ fn verify_certificate(ca: &Path, cert: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_sdk_signs_certificates_and_notation_signatures() {
-    let Some(go) = go() else { return };
+    let Some(go) = require(Peer::Go) else { return };
     let Some(tools) = tools() else { return };
     let daemon = TestDaemon::start("").await;
     let keys = [

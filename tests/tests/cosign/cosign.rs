@@ -14,6 +14,7 @@ use keyward_sdk::{Client, KeySpec};
 use keyward_tests::cosign::{self, Cosign};
 use keyward_tests::notation::{Registry, run_plugin};
 use keyward_tests::openbao::OpenBao;
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::softhsm::{self, PIN, SoftHsm};
 use keyward_tests::{
     DaemonBuilder, TestDaemon, binary, openssl, random_bytes, run_cli, stderr_text,
@@ -201,7 +202,7 @@ async fn pkcs11_keys_sign_blobs_and_images() {
     let Some(tools) = cosign::registry_tools() else {
         return;
     };
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
