@@ -3,7 +3,8 @@
 //! the Go code made with independent tools: `openssl verify` for the X.509 certificates that
 //! `x509.CreateCertificate` signed through the SDK's `crypto.Signer` (ECDSA P-256/P-384,
 //! RSA PKCS#1 v1.5 and PSS, Ed25519, and a chain), and the real `notation verify` for the
-//! JWS and COSE signatures notation-go made through it.
+//! JWS and COSE signatures notation-go made through it. Then (as root) it gives the agent's
+//! socket directory to another uid: the Go SDK must refuse it until that uid is trusted.
 //!
 //! Needs `go` on PATH (its module cache fills on the first run) and the notation CLI and
 //! registry of the notary part; prints `skipped: ...` without them.
@@ -76,7 +77,14 @@ async fn go_sdk_signs_certificates_and_notation_signatures() {
 
     let mut command = Command::new(&go);
     command
-        .args(["test", "-count=1", "-v", "./..."])
+        .args([
+            "test",
+            "-count=1",
+            "-v",
+            "-skip",
+            "TestTrustChecksAgainstTheAgent",
+            "./...",
+        ])
         .current_dir(e2e_dir())
         .env("KEYWARD_SOCK", daemon.socket())
         .env("KEYWARD_E2E_KEYS", "go-p384,go-p256,go-rsa,go-ed25519")
@@ -160,4 +168,36 @@ async fn go_sdk_signs_certificates_and_notation_signatures() {
     }
     let refused = notation.run(["verify", unsigned.as_str()]);
     assert!(!refused.status.success(), "an unsigned image verified");
+
+    // The socket checks against the running agent: its directory given to another uid is
+    // refused until that uid is trusted. Giving a directory away needs root.
+    if rustix::process::geteuid().is_root() {
+        let run_dir = daemon.socket().parent().expect("the socket's directory");
+        let foreign = rustix::fs::Uid::from_raw(4242);
+        rustix::fs::chown(run_dir, Some(foreign), None).expect("chown the socket directory");
+        let mut command = Command::new(&go);
+        command
+            .args([
+                "test",
+                "-count=1",
+                "-v",
+                "-run",
+                "TestTrustChecksAgainstTheAgent",
+                "./...",
+            ])
+            .current_dir(e2e_dir())
+            .env("KEYWARD_SOCK", daemon.socket())
+            .env("KEYWARD_E2E_FOREIGN_UID", "4242")
+            .env_remove("KEYWARD_AGENT_UID");
+        let output = run_with_timeout(command, None, GO_TEST_TIMEOUT);
+        let text = format!("{}{}", stdout_text(&output), stderr_text(&output));
+        assert!(
+            output.status.success() && text.contains("--- PASS: TestTrustChecksAgainstTheAgent"),
+            "the trust checks against the agent failed:\n{text}"
+        );
+    } else {
+        eprintln!(
+            "not root: the socket-directory ownership check against the agent needs root to chown; sdk/go's unit tests cover it"
+        );
+    }
 }
