@@ -18,6 +18,8 @@ pub mod pki;
 pub mod plugins;
 mod process;
 pub mod softhsm;
+pub mod timestamping;
+pub mod tsa;
 pub mod users;
 pub mod virtual_piv;
 

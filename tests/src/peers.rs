@@ -39,6 +39,8 @@ pub enum Peer {
     Cosign,
     /// The Go toolchain's `go`, for the Go SDK's end-to-end tests.
     Go,
+    /// sigstore's `timestamp-server` v2.1.3, the RFC 3161 TSA (`KEYWARD_TEST_TSA`).
+    Tsa,
 }
 
 impl Peer {
@@ -120,6 +122,10 @@ impl Peer {
             Peer::Go => on_path("go").ok_or_else(|| "go is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
+            Peer::Tsa => from_env_or("KEYWARD_TEST_TSA", || {
+                Some(home().join(".cache/keyward/bin/timestamp-server")).filter(|p| p.is_file())
+            })
+            .ok_or_else(|| "sigstore's timestamp-server is not installed".to_string()),
         }
     }
 
@@ -156,6 +162,10 @@ impl Peer {
                  KEYWARD_TEST_COSIGN"
             }
             Peer::Go => "`scripts/test go` needs Go 1.24 or newer on PATH",
+            Peer::Tsa => {
+                "`scripts/test timestamp` builds timestamp-server v2.1.3 from the Go module proxy \
+                 and sets KEYWARD_TEST_TSA"
+            }
         }
     }
 }
