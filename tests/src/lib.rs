@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod conformance;
+pub mod cosign;
 mod daemon;
 pub mod localkms;
 pub mod lowkey;
