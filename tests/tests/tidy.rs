@@ -1,8 +1,10 @@
 //! The dependency rules of ARCHITECTURE.md, checked on the real `Cargo.toml` files:
 //! a plugin depends on keyward-plugin-api alone (never the daemon or another plugin), the CLI
-//! on the SDK (and proto) alone, the SDK and plugin-api on proto alone; the daemon links no
-//! backend but `local` (and `pkcs11` only as an optional dependency behind the off-by-default
-//! `pkcs11-in-process` feature); every plugin crate has a `keyward-plugin-<type>` binary.
+//! on the SDK (and proto) alone, the SDK and plugin-api on proto alone, the PKCS#11 module on
+//! the SDK (and proto) alone; `unsafe` nowhere but in the PKCS#11 module's `ffi` module; the
+//! daemon links no backend but `local` (and `pkcs11` only as an optional dependency behind the
+//! off-by-default `pkcs11-in-process` feature); every plugin crate has a `keyward-plugin-<type>`
+//! binary.
 
 use std::path::{Path, PathBuf};
 
@@ -13,8 +15,9 @@ fn allowed_keyward_deps(folder: &str) -> Option<&'static [&'static str]> {
         "plugins/api" => &["keyward-proto"],
         "sdk" => &["keyward-proto"],
         "cli" => &["keyward-sdk", "keyward-proto"],
-        // keyward-plugin-pkcs11 is allowed only as daemon_links_only_local says; keyward-sdk
-        // only for its tests.
+        "pkcs11-module" => &["keyward-sdk", "keyward-proto"],
+        // keyward-plugin-pkcs11 is allowed only as daemon_violations says; keyward-sdk only for
+        // its tests.
         "daemon" => &[
             "keyward-proto",
             "keyward-plugin-api",
@@ -73,6 +76,7 @@ fn crate_folders(root: &Path) -> Vec<String> {
         "sdk".to_string(),
         "cli".to_string(),
         "daemon".to_string(),
+        "pkcs11-module".to_string(),
     ];
     for entry in std::fs::read_dir(root.join("plugins")).expect("plugins/ exists") {
         let entry = entry.expect("readable plugins/");
@@ -117,6 +121,10 @@ fn every_crate_inherits_the_workspace_lints() {
             &std::fs::read_to_string(root.join(&folder).join("Cargo.toml")).unwrap(),
         )
         .unwrap();
+        if folder == PKCS11_MODULE {
+            check_pkcs11_module_lints(&root, &manifest);
+            continue;
+        }
         let inherits = manifest
             .get("lints")
             .and_then(|l| l.get("workspace"))
@@ -166,11 +174,11 @@ fn daemon_violations(manifest: &str) -> Vec<String> {
             .flatten()
             .filter_map(|v| v.as_str())
             .collect();
-        let links_pkcs11 = enables
-            .iter()
-            .any(|e| e.contains("keyward-plugin-pkcs11"));
+        let links_pkcs11 = enables.iter().any(|e| e.contains("keyward-plugin-pkcs11"));
         if links_pkcs11 && feature != "pkcs11-in-process" {
-            bad.push(format!("daemon: feature {feature} links keyward-plugin-pkcs11"));
+            bad.push(format!(
+                "daemon: feature {feature} links keyward-plugin-pkcs11"
+            ));
         }
         if feature == "default" && enables.contains(&"pkcs11-in-process") {
             bad.push("daemon: pkcs11-in-process is on by default".into());
@@ -223,9 +231,10 @@ fn every_plugin_crate_has_its_plugin_binary() {
         if !folder.starts_with("plugins/") || folder == "plugins/api" {
             continue;
         }
-        let manifest: toml::Table =
-            toml::from_str(&std::fs::read_to_string(root.join(&folder).join("Cargo.toml")).unwrap())
-                .unwrap();
+        let manifest: toml::Table = toml::from_str(
+            &std::fs::read_to_string(root.join(&folder).join("Cargo.toml")).unwrap(),
+        )
+        .unwrap();
         let package = manifest["package"]["name"].as_str().unwrap().to_string();
         assert!(
             package.starts_with("keyward-plugin-"),
@@ -246,7 +255,10 @@ fn every_plugin_crate_has_its_plugin_binary() {
         );
         plugins += 1;
     }
-    assert!(plugins >= 7, "expected at least 7 plugin crates, found {plugins}");
+    assert!(
+        plugins >= 7,
+        "expected at least 7 plugin crates, found {plugins}"
+    );
 }
 
 #[test]
@@ -266,4 +278,83 @@ fn the_checker_catches_forbidden_dependencies() {
         "[target.'cfg(unix)'.dependencies]\nkeyward-plugin-local = \"0.1\"\n";
     assert_eq!(violations("plugins/vault", plugin_on_other_plugin).len(), 1);
     assert!(violations("cli", "[dependencies]\nkeyward-sdk = \"0.1\"\n").is_empty());
+}
+
+/// The one crate allowed `unsafe` (a PKCS#11 module exports C functions), and only in its
+/// `ffi` module.
+const PKCS11_MODULE: &str = "pkcs11-module";
+
+/// The PKCS#11 module's `[lints]` are the workspace's with `unsafe_code = "deny"` instead of
+/// `"forbid"` (a module may then allow it), and nothing else differs.
+fn check_pkcs11_module_lints(root: &Path, manifest: &toml::Table) {
+    let workspace: toml::Table =
+        toml::from_str(&std::fs::read_to_string(root.join("Cargo.toml")).unwrap()).unwrap();
+    let mut expected = workspace["workspace"]["lints"].clone();
+    expected["rust"]["unsafe_code"] = toml::Value::String("deny".into());
+    assert_eq!(
+        manifest.get("lints"),
+        Some(&expected),
+        "{PKCS11_MODULE}/Cargo.toml: [lints] must be the workspace's with unsafe_code = \"deny\""
+    );
+}
+
+/// Rust files under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[test]
+fn unsafe_code_lives_only_in_the_pkcs11_modules_ffi_module_with_a_safety_comment() {
+    let src = workspace_root().join(PKCS11_MODULE).join("src");
+    let in_ffi = |path: &Path| {
+        path == src.join("ffi.rs")
+            || path.starts_with(src.join("ffi"))
+            || path == src.join("ffi_tests.rs")
+    };
+    let mut bad = Vec::new();
+    let mut unsafe_blocks = 0;
+    for path in rust_files(&src) {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let code = line.split("//").next().unwrap_or("");
+            let uses_unsafe = code.contains("unsafe") || code.contains("allow(unsafe_code)");
+            if uses_unsafe && !in_ffi(&path) {
+                bad.push(format!(
+                    "{}:{}: unsafe outside the ffi module",
+                    path.display(),
+                    i + 1
+                ));
+            }
+            // Every unsafe block says why it is sound, on one of the lines just above it.
+            if code.contains("unsafe {") {
+                unsafe_blocks += 1;
+                let justified = lines[i.saturating_sub(3)..i]
+                    .iter()
+                    .chain(std::iter::once(line))
+                    .any(|l| l.contains("SAFETY"));
+                if !justified {
+                    bad.push(format!(
+                        "{}:{}: unsafe block without a SAFETY comment",
+                        path.display(),
+                        i + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        unsafe_blocks > 0,
+        "expected the ffi module to have unsafe blocks"
+    );
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
