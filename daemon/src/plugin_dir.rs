@@ -3,7 +3,7 @@
 //! In the config's `plugin_dir` when it is set; otherwise in the directory of the running
 //! keywardd (a build tree, `cargo install`, a tarball), then in `<prefix>/libexec/keyward`
 //! when keywardd is `<prefix>/bin/keywardd` (`/usr/local/bin/keywardd` ->
-//! `/usr/local/libexec/keyward`, the layout `scripts/install` and the packages use). The type
+//! `/usr/local/libexec/keyward`, the layout an install uses: issue #19). The type
 //! is checked to be a plain name when the config is read, so the file name cannot leave the
 //! directory.
 
