@@ -13,6 +13,7 @@ use std::time::Duration;
 use keyward_sdk::KeySpec;
 use keyward_tests::cli::{assert_cli_error, assert_ok, path};
 use keyward_tests::peers::{Peer, require};
+use keyward_tests::plugins::wait_for_log;
 use keyward_tests::softhsm::{BACKEND, PIN, SO_PIN, SoftHsm};
 use keyward_tests::{
     COMMAND_TIMEOUT, DaemonBuilder, TestDaemon, random_bytes, run_cli, run_with_timeout,
@@ -529,7 +530,9 @@ async fn pgp_backend_errors_are_clear() {
         &tsk,
     );
 
-    let start = |backend: String, env: Option<(&str, &str)>| {
+    // The pgp backend runs as a plugin process: one that cannot start leaves keywardd serving
+    // its other backends, says why in keywardd's log, and answers UNAVAILABLE with the reason.
+    let start = |backend: String, env: Option<(&'static str, &'static str)>| async move {
         let mut builder = DaemonBuilder::new();
         let dir = builder.dir().to_path_buf();
         let config = format!(
@@ -541,9 +544,20 @@ async fn pgp_backend_errors_are_clear() {
         if let Some((name, value)) = env {
             builder = builder.env(name, value);
         }
-        let output = builder.run_to_exit(Duration::from_secs(20));
-        assert!(!output.status.success(), "keywardd started: {output:?}");
-        let text = format!("{}{}", stdout_text(&output), stderr_text(&output));
+        let daemon = builder.start().await;
+        wait_for_log(
+            &daemon,
+            &["plugin down", "cannot start the backend"],
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+        let listed = daemon.client().await.list_keys().await;
+        assert!(
+            listed.is_ok_and(|keys| keys.is_empty()),
+            "the daemon serves, without the failed plugin's keys"
+        );
+        let text = daemon.log();
         assert!(
             !text.contains("open sesame"),
             "the passphrase leaked:\n{text}"
@@ -553,12 +567,13 @@ async fn pgp_backend_errors_are_clear() {
     let wrong = start(
         pgp_backend("dave", &tsk, "passphrase_env = \"DAVE_PASS\""),
         Some(("DAVE_PASS", "not it")),
-    );
+    )
+    .await;
     assert!(
         wrong.contains("the passphrase does not unlock the OpenPGP key"),
         "{wrong}"
     );
-    let missing = start(pgp_backend("dave", &tsk, ""), None);
+    let missing = start(pgp_backend("dave", &tsk, ""), None).await;
     assert!(
         missing.contains("is protected by a passphrase; set passphrase_env or passphrase_file"),
         "{missing}"
@@ -598,7 +613,8 @@ async fn pgp_backend_errors_are_clear() {
     let revoked = start(
         pgp_backend("dave", &revoked_tsk, "passphrase_env = \"DAVE_PASS\""),
         Some(("DAVE_PASS", "open sesame")),
-    );
+    )
+    .await;
     assert!(revoked.contains("is revoked"), "{revoked}");
 
     // A key type keyward cannot express (brainpool).
@@ -610,7 +626,7 @@ async fn pgp_backend_errors_are_clear() {
         "",
         &odd_tsk,
     );
-    let odd = start(pgp_backend("erin", &odd_tsk, ""), None);
+    let odd = start(pgp_backend("erin", &odd_tsk, ""), None).await;
     assert!(odd.contains("which keyward cannot use"), "{odd}");
 
     // A keyring others can read is refused, as key files are.
@@ -618,6 +634,7 @@ async fn pgp_backend_errors_are_clear() {
     let open = start(
         pgp_backend("dave", &tsk, "passphrase_env = \"DAVE_PASS\""),
         Some(("DAVE_PASS", "open sesame")),
-    );
+    )
+    .await;
     assert!(open.contains("chmod 600"), "{open}");
 }
