@@ -351,3 +351,49 @@ fn input_digest(input: SignInput<'_>) -> String {
         SignInput::Message(message) => hex::encode(<sha2::Sha256 as sha2::Digest>::digest(message)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_operation_is_checked_against_the_key_once() {
+        let d32 = [5u8; 32];
+        // No algorithm: the key's default.
+        let op = operation(KeySpec::EcP256, None, SignInput::Digest(&d32), "").unwrap();
+        assert_eq!(op.algorithm(), SignatureAlgorithm::EcdsaSha256);
+        let op = operation(KeySpec::Ed25519, None, SignInput::Message(b"m"), "").unwrap();
+        assert_eq!(op, SignOp::ed25519(b"m"));
+        // An algorithm the key cannot use names the ones it can.
+        let err = operation(
+            KeySpec::EcP256,
+            Some(SignatureAlgorithm::RsaPssSha256),
+            SignInput::Digest(&d32),
+            "",
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("a ec-p256 key cannot sign with rsa-pss-sha256; use one of: ecdsa-sha256"),
+            "{err}"
+        );
+        // The input must fit the algorithm.
+        let err = operation(KeySpec::Rsa3072, None, SignInput::Digest(&d32), "").unwrap_err();
+        assert!(
+            err.contains("needs a 48-byte sha384 digest, got 32"),
+            "{err}"
+        );
+        // The purpose is bounded.
+        let long = "p".repeat(MAX_PURPOSE_LEN + 1);
+        let err = operation(KeySpec::EcP256, None, SignInput::Digest(&d32), &long).unwrap_err();
+        assert!(err.contains("keep it under 256"), "{err}");
+    }
+
+    #[test]
+    fn a_message_digest_is_audited_not_the_message() {
+        assert_eq!(input_digest(SignInput::Digest(&[0xab, 0x01])), "ab01");
+        assert_eq!(
+            input_digest(SignInput::Message(b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

@@ -638,3 +638,79 @@ async fn pgp_backend_errors_are_clear() {
     .await;
     assert!(open.contains("chmod 600"), "{open}");
 }
+
+#[tokio::test]
+async fn one_key_one_id_whatever_its_spelling() {
+    if !peers_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let home = gnupg_home(work.path(), "gpg-maker");
+    let tsk = work.path().join("frank.tsk");
+    let fingerprint = gpg_key(&home, "Frank <frank@example.com>", "ed25519", "", &tsk);
+    // One token in the default policy's bucket: a second signature within the minute is refused,
+    // whatever the spelling of the key, because every spelling is one key.
+    let builder = DaemonBuilder::new();
+    let dir = builder.dir().to_path_buf();
+    let config = format!(
+        "socket = {}\nstate_dir = {}\n\n[default_policy]\nuids = [{}]\nrate_limit = {{ per_second = 0.01, burst = 1 }}\n\n{}",
+        toml_string(path(&dir.join("run/agent.sock"))),
+        toml_string(path(&dir.join("state"))),
+        rustix::process::getuid().as_raw(),
+        pgp_backend("frank", &tsk, "")
+    );
+    let daemon = builder.config(&config).start().await;
+    let client = daemon.client().await;
+    let canonical = format!("frank/{}", fingerprint.to_uppercase());
+    let key_id = &fingerprint[fingerprint.len() - 16..];
+    let spellings = [
+        canonical.clone(),
+        format!("frank/{}", fingerprint.to_lowercase()),
+        format!("frank/0x{fingerprint}"),
+        format!("frank/{}", key_id.to_lowercase()),
+    ];
+    let first = client.public_key(&spellings[0]).await.expect("public key");
+    for spelling in &spellings {
+        let key = client
+            .public_key(spelling)
+            .await
+            .unwrap_or_else(|e| panic!("{spelling}: {e}"));
+        assert_eq!(key.info.key_id, canonical, "{spelling}");
+        assert_eq!(key.der, first.der, "{spelling}");
+    }
+    let listed: Vec<String> = client
+        .list_keys()
+        .await
+        .expect("ListKeys")
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&canonical));
+    let unknown = client
+        .public_key("frank/0xDEADBEEFDEADBEEF")
+        .await
+        .expect_err("no such key");
+    assert_eq!(unknown.code(), Some(tonic::Code::NotFound), "{unknown}");
+
+    let options = keyward_sdk::SignOptions::default();
+    let signed = client
+        .sign_message(&spellings[1], b"once", &options)
+        .await
+        .expect("the first signature takes the bucket's token");
+    assert!(!signed.bytes.is_empty());
+    let again = client
+        .sign_message(&spellings[2], b"twice", &options)
+        .await
+        .expect_err("another spelling has no bucket of its own");
+    assert_eq!(
+        again.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{again}"
+    );
+    assert!(
+        again
+            .to_string()
+            .contains(&format!("policy of key \"{canonical}\"")),
+        "{again}"
+    );
+}
