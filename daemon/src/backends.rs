@@ -214,10 +214,30 @@ pub async fn build_changed(
                 .is_some_and(|running| running.config.same_backend(config))
         })
         .collect();
-    let mut plans = Vec::with_capacity(changed.len());
-    for config in &changed {
-        plans.push(check(config, plugin_dirs).await?);
+    // The checks run concurrently: each may start a plugin executable once (--check-settings).
+    let mut checks = tokio::task::JoinSet::new();
+    for (index, config) in changed.iter().enumerate() {
+        let (config, dirs) = ((*config).clone(), plugin_dirs.to_vec());
+        checks.spawn(async move { (index, check(&config, &dirs).await) });
     }
+    let mut plans: Vec<Option<Plan>> = vec![None; changed.len()];
+    let mut first_error: Option<(usize, ConfigError)> = None;
+    while let Some(joined) = checks.join_next().await {
+        let (index, checked) =
+            joined.map_err(|e| changed[0].error(format!("internal error: a check failed: {e}")))?;
+        match checked {
+            Ok(plan) => plans[index] = Some(plan),
+            // Report the error of the first backend in config order.
+            Err(e) if first_error.as_ref().is_none_or(|(i, _)| index < *i) => {
+                first_error = Some((index, e))
+            }
+            Err(_) => {}
+        }
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
+    }
+    let plans: Vec<Plan> = plans.into_iter().flatten().collect();
     let mut built: BTreeMap<String, Running> = BTreeMap::new();
     for (config, plan) in changed.into_iter().zip(plans) {
         match build_one(config, plan, context) {
