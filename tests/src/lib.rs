@@ -19,6 +19,7 @@ mod process;
 pub mod softhsm;
 pub mod users;
 pub mod virtual_piv;
+pub mod wait;
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -161,4 +162,15 @@ pub fn openssl_genpkey(path: &Path, args: &[&str]) {
         stderr_text(&output)
     );
     set_mode(path, 0o600);
+}
+
+/// Whether `text` holds `word` on its own, not inside a longer run of letters and digits: for
+/// short secrets such as a PIN `1234`, which a timestamp (`08:27:54.281234Z`), a slot number or
+/// a serial can hold by chance, while a leak (`pin=1234`, `"1234"`) still shows.
+pub fn contains_word(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use keyward_sdk::{Client, KeySpec};
 use keyward_tests::conformance::{ALL_SPECS, check_backend, check_key, expected_algorithms};
 use keyward_tests::peers::{Peer, require};
-use keyward_tests::softhsm::{self, BACKEND, PIN, SO_PIN, SoftHsm, children, wait_for_log};
+use keyward_tests::softhsm::{self, BACKEND, PIN, SO_PIN, SoftHsm, children};
+use keyward_tests::wait;
 use keyward_tests::{run_cli, stderr_text, stdout_text, toml_string};
 
 /// Every key type SoftHSM2 makes, as `pkcs11-tool --key-type` names it, with the spec keyward
@@ -305,7 +306,14 @@ async fn a_module_that_is_not_pkcs11_fails_clearly() {
     // In a plugin process: the daemon starts, the plugin exits before its handshake and the
     // daemon's log carries its reason.
     let daemon = hsm.daemon(&table(&module, ""), PIN).start().await;
-    let log = wait_for_log(&daemon, "is not a PKCS#11 module", Duration::from_secs(20)).await;
+    wait::for_log(
+        &daemon,
+        &["is not a PKCS#11 module"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let log = daemon.log();
     assert!(log.contains(&module), "{log}");
     daemon
         .client()

@@ -14,8 +14,9 @@ use keyward_sdk::{KeySpec, SignOptions, SignatureAlgorithm as Alg};
 use keyward_tests::peers::{Peer, require};
 use keyward_tests::plugins::{
     ChildReaper, Outcome, TestKey, backend_table, command_toml, config_head, is_alive, path_line,
-    plugin_processes, poll, python_command, wait_for_log, write_script,
+    plugin_processes, python_command, write_script,
 };
+use keyward_tests::wait::{self, poll};
 use keyward_tests::{DaemonBuilder, openssl_genpkey, random_bytes, stderr_text, uds_channel};
 use rustix::process::{Pid, Signal, kill_process};
 use tonic::Code;
@@ -196,7 +197,7 @@ async fn kill_9_under_load_recovers() {
         now.len() == 1 && now[0].pid != victim,
         "no new plugin process: {now:?}"
     );
-    wait_for_log(&daemon, &["plugin down:", "iso"], 1, Duration::from_secs(1)).await;
+    wait::for_log(&daemon, &["plugin down:", "iso"], 1, Duration::from_secs(10)).await;
     let message = b"after the restart";
     for key in keys.iter() {
         let outcome = key.sign(&client, message, TIMEOUT).await;
@@ -277,7 +278,7 @@ async fn a_hung_plugin_is_cut_off_and_restarted() {
         "the deadline fired after {elapsed:?}"
     );
 
-    wait_for_log(&daemon, &["plugin ready", "py"], 2, Duration::from_secs(20)).await;
+    wait::for_log(&daemon, &["plugin ready", "py"], 2, Duration::from_secs(20)).await;
     let gone = poll(Duration::from_secs(5), || {
         (!is_alive(first[0].pid)).then_some(())
     })
@@ -362,7 +363,7 @@ async fn check_broken_plugin(script: &str, fields: &str, reason: &[&str]) {
     let _reaper = ChildReaper::new(&daemon);
     // Three failed starts in a row (about 1 s of backoff), each logged with its own reason,
     // naming this run only once (no stale lines of an earlier run).
-    let down = wait_for_log(
+    let down = wait::for_log(
         &daemon,
         &["plugin down:", "bad"],
         3,

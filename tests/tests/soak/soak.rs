@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use keyward_sdk::KeySpec;
 use keyward_tests::localkms::{LocalKms, isolated_aws_env};
 use keyward_tests::peers::{Peer, require};
-use keyward_tests::plugins::{Outcome, TestKey, backend_table, path_line, plugin_processes, poll};
+use keyward_tests::plugins::{Outcome, TestKey, backend_table, path_line, plugin_processes};
 use keyward_tests::softhsm::{self, SoftHsm};
+use keyward_tests::wait::poll;
 use keyward_tests::{DaemonBuilder, TestDaemon};
 use rustix::process::{Pid, Signal, kill_process};
 
@@ -251,8 +252,7 @@ async fn signing_survives_load_and_faults() {
         Signal::HUP,
     )
     .expect("SIGHUP");
-    keyward_tests::plugins::wait_for_log(&daemon, &["config reloaded"], 1, Duration::from_secs(30))
-        .await;
+    keyward_tests::wait::for_log(&daemon, &["config reloaded"], 1, Duration::from_secs(30)).await;
 
     progress(1.0).await;
     // Stop: no new calls, let those just issued reach the daemon, then SIGTERM. Every call in
