@@ -78,7 +78,7 @@ fn assert_mentions(error: &keyward_sdk::Error, words: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credential_and_tls_failures_are_explained() {
-    let Some(vault) = LowkeyVault::start() else {
+    let Some(vault) = LowkeyVault::shared() else {
         return;
     };
     vault.create_key(
