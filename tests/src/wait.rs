@@ -28,15 +28,16 @@ pub fn until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Result<T
     }
 }
 
-/// [`until`] for async tests: sleeps without blocking the runtime between checks.
+/// [`until`] for async tests, with an async check (`async || ...`, which may make calls):
+/// sleeps without blocking the runtime between checks.
 pub async fn until_async<T>(
     what: &str,
     limit: Duration,
-    mut check: impl FnMut() -> Result<T, String>,
+    mut check: impl AsyncFnMut() -> Result<T, String>,
 ) -> T {
     let deadline = Instant::now() + limit;
     loop {
-        match check() {
+        match check().await {
             Ok(value) => return value,
             Err(seen) if Instant::now() > deadline => {
                 panic!("timed out after {limit:?} waiting for {what}; last seen:\n{seen}")
@@ -83,7 +84,7 @@ pub async fn for_log(
     until_async(
         &format!("{count} log line(s) with {needles:?}"),
         limit,
-        || {
+        async || {
             let lines = log_lines(daemon, needles);
             if lines.len() >= count {
                 Ok(lines)

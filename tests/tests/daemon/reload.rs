@@ -271,7 +271,7 @@ async fn a_request_in_flight_finishes_on_the_old_state() {
         "py",
         "external",
         &format!(
-            "{}\ntimeout = 20\nsign_delay_seconds = 3\n{}",
+            "{}\ntimeout = 20\nsign_delay_seconds = 6\n{}",
             python_command(&python),
             path_line("key_file", &key_file)
         ),
@@ -291,7 +291,14 @@ async fn a_request_in_flight_finishes_on_the_old_state() {
             .await;
         (outcome, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In flight: the plugin holds it (for 6 s, time for the reload and the checks below).
+    wait::for_log(
+        &daemon,
+        &["py", "sign: waiting"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
     let line = reload(&daemon, &format!("{head}{a}"), 1).await;
     assert!(line.contains("removed=[\"py\"]"), "{line}");
     // New requests no longer see the removed backend...
@@ -304,7 +311,7 @@ async fn a_request_in_flight_finishes_on_the_old_state() {
     );
     let (outcome, took) = slow.await.expect("the slow call");
     assert_signed(outcome, "the request that was in flight during the reload");
-    assert!(took >= Duration::from_secs(3), "it really waited: {took:?}");
+    assert!(took >= Duration::from_secs(6), "it really waited: {took:?}");
     let stopped = wait::poll(Duration::from_secs(15), || {
         (!is_alive(plugin[0].pid)).then_some(())
     })

@@ -224,7 +224,7 @@ async fn plugins_get_a_minimal_environment() {
     let text = wait::until_async(
         "the plugin to write its environment",
         Duration::from_secs(20),
-        || fs::read_to_string(&dump).map_err(|e| format!("{}: {e}", dump.display())),
+        async || fs::read_to_string(&dump).map_err(|e| format!("{}: {e}", dump.display())),
     )
     .await;
     let env: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();

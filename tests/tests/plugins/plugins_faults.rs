@@ -32,6 +32,34 @@ struct Call {
     outcome: Outcome,
 }
 
+/// How long a killed plugin may take to sign again (restart and start-up, on a busy machine).
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The delay in a "plugin down: <reason>; restarting in <delay>" log line (`Duration`'s
+/// `Debug` form: `87.123ms`, `1.5s`, `950µs`).
+fn restart_delay(line: &str) -> Duration {
+    let text = line
+        .split("restarting in ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no restart delay in: {line}"));
+    let unit_at = text
+        .find(|c: char| c.is_alphabetic() || c == 'µ')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_at);
+    let value: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("no restart delay in: {line}"));
+    let seconds = match unit {
+        "s" => value,
+        "ms" => value / 1e3,
+        "µs" | "us" => value / 1e6,
+        "ns" => value / 1e9,
+        _ => panic!("unknown unit {unit:?} in: {line}"),
+    };
+    Duration::from_secs_f64(seconds)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_recovers() {
     const TIMEOUT: Duration = Duration::from_secs(5);
@@ -111,7 +139,9 @@ async fn kill_9_under_load_recovers() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed_at = Instant::now();
     kill_process(Pid::from_raw(victim as i32).expect("pid"), Signal::KILL).expect("kill -9");
-    // Keep signing for 2 s, longer if the plugin is not back yet (at most 6 s).
+    // Keep signing for 2 s, longer if the plugin is not back yet (a deadline of 30 s: how long
+    // a restart takes depends on the machine's load; the delay the daemon chose does not, and
+    // is checked below).
     let recovered = |calls: &[Call]| {
         calls
             .iter()
@@ -121,7 +151,7 @@ async fn kill_9_under_load_recovers() {
             .min()
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    poll(Duration::from_secs(4), || {
+    poll(RECOVERY_DEADLINE, || {
         recovered(&calls.lock().expect("calls"))
     })
     .await;
@@ -174,7 +204,7 @@ async fn kill_9_under_load_recovers() {
     // broken-plugin tests below, where the plugin stays down.
     let recovery = recovered(&calls).unwrap_or_else(|| {
         panic!(
-            "no iso key signed within 6 s of the kill; log:\n{}",
+            "no iso key signed within {RECOVERY_DEADLINE:?} of the kill; log:\n{}",
             daemon.log()
         )
     });
@@ -185,10 +215,6 @@ async fn kill_9_under_load_recovers() {
         count("iso", true),
         count("inproc", true)
     );
-    assert!(
-        recovery < Duration::from_secs(5),
-        "recovery took {recovery:?}"
-    );
 
     assert!(is_alive(daemon.pid()), "the daemon died");
     assert!(!is_alive(victim), "the killed plugin is still there");
@@ -197,7 +223,20 @@ async fn kill_9_under_load_recovers() {
         now.len() == 1 && now[0].pid != victim,
         "no new plugin process: {now:?}"
     );
-    wait::for_log(&daemon, &["plugin down:", "iso"], 1, Duration::from_secs(10)).await;
+    let down = wait::for_log(
+        &daemon,
+        &["plugin down:", "iso"],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The daemon restarted the plugin after its first backoff (100 ms +-50%), not later.
+    let delay = restart_delay(&down[0]);
+    assert!(
+        delay <= Duration::from_millis(150),
+        "restarting after {delay:?}, not the first backoff: {}",
+        down[0]
+    );
     let message = b"after the restart";
     for key in keys.iter() {
         let outcome = key.sign(&client, message, TIMEOUT).await;
@@ -221,7 +260,7 @@ async fn a_hung_plugin_is_cut_off_and_restarted() {
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     );
     let fields = format!(
-        "{}\ntimeout = 1\nsign_delay_seconds = 3\n{}",
+        "{}\ntimeout = 3\nsign_delay_seconds = 10\n{}",
         python_command(&python),
         path_line("key_file", &key_file)
     );
@@ -252,30 +291,43 @@ async fn a_hung_plugin_is_cut_off_and_restarted() {
         let result = tokio::time::timeout(Duration::from_secs(10), call).await;
         (result, started.elapsed())
     });
-    // The daemon goes on serving other keys meanwhile.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The daemon goes on serving other keys meanwhile: once the plugin holds the slow call,
+    // another key signs before the slow call ends (its 3 s deadline).
+    wait::for_log(
+        &daemon,
+        &["py", "sign: waiting"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
     let outcome = steady
-        .sign(&client, b"meanwhile", Duration::from_millis(700))
+        .sign(&client, b"meanwhile", Duration::from_secs(10))
         .await;
     assert!(
         matches!(outcome, Outcome::Signed),
         "during the hang: {outcome:?}"
     );
+    assert!(
+        !slow.is_finished(),
+        "the other key answered only after the hung call had ended"
+    );
 
     let (result, elapsed) = slow.await.expect("the slow call panicked");
     let error = match result {
         Err(_) => panic!("the call to a hung plugin was not cut off within 10 s"),
-        Ok(Ok(_)) => panic!("a sign that takes 3 s succeeded under a 1 s timeout"),
+        Ok(Ok(_)) => panic!("a sign that takes 10 s succeeded under a 3 s timeout"),
         Ok(Err(e)) => e,
     };
     assert_eq!(error.code(), Some(Code::DeadlineExceeded), "{error}");
+    // The configured deadline ended it (the message names it; how much later the answer came
+    // depends on the machine's load, so only "not before the deadline" is checked by time).
     assert!(
-        error.to_string().contains("did not answer within"),
+        error.to_string().contains("did not answer within 3.0s"),
         "{error}"
     );
     assert!(
-        (Duration::from_millis(900)..Duration::from_secs(2)).contains(&elapsed),
-        "the deadline fired after {elapsed:?}"
+        elapsed >= Duration::from_millis(2900),
+        "the deadline fired early, after {elapsed:?}"
     );
 
     wait::for_log(&daemon, &["plugin ready", "py"], 2, Duration::from_secs(20)).await;
