@@ -4,6 +4,11 @@
 //! `keyward` binary against it; [`conformance`] checks every key of a backend against the
 //! signing contract, verifying each signature with the `openssl` CLI and with the SDK's
 //! RustCrypto verifier. The binaries must be built first (`cargo build --workspace --bins`).
+//!
+//! The tests themselves are one test target per `scripts/test` part, `tests/tests/<part>/`.
+//! A test gets every peer it needs (SoftHSM, OpenBao, local-kms, lowkey-vault, notation, ...)
+//! through [`peers::require`], which skips locally and fails under `CI=true`, and waits for
+//! what it asserts on through [`wait`], never with a fixed sleep.
 
 pub mod cli;
 pub mod conformance;

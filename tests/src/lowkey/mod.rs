@@ -3,9 +3,9 @@
 //!
 //! The runnable jar is found by `scripts/test` (which sets [`JAR_ENV`], and [`AOT_ENV`] to an
 //! ahead-of-time cache that makes the JVM start 2-3 times faster; see `docs/azurekv.md`), else
-//! in `~/.cache/keyward/lowkey-vault` or `../shared/peers/lowkey-vault`; Java from
-//! [`JAVA_ENV`], else `JAVA_HOME` or a JDK under `/usr/lib/jvm` new enough for the jar's major
-//! version (3.x: 17, 4.x: 21, 5.0+: 25). Tests get both through
+//! in `$KEYWARD_LOWKEY_DIR`, `../shared/peers/lowkey-vault` or `~/.cache/keyward/lowkey-vault`;
+//! Java from [`JAVA_ENV`], else `JAVA_HOME` or a JDK under `/usr/lib/jvm` new enough for the
+//! jar's major version (3.x: 17, 4.x: 21, 5.0+: 25). Tests get both through
 //! [`crate::peers::require`]`(Peer::LowkeyVault)`, which fails under CI when they are missing.
 //!
 //! A server runs on two free 127.0.0.1 ports: HTTPS for the Key Vault API, and HTTP for its

@@ -20,10 +20,11 @@ const START_TIMEOUT: Duration = Duration::from_secs(180);
 /// The password of the generated server key store.
 const STORE_PASSWORD: &str = "keyward-test";
 
-/// The jar: [`JAR_ENV`], else the newest `lowkey-vault-app-*.jar` in
-/// `~/.cache/keyward/lowkey-vault`, else in `../shared/peers/lowkey-vault` next to the
-/// clone (where this project's machines keep one built from source). Tests get it through
-/// [`crate::peers::require`].
+/// The jar: [`JAR_ENV`] (set by `scripts/test`), else the newest `lowkey-vault-app-*.jar` in
+/// `$KEYWARD_LOWKEY_DIR` when that is set, else in `../shared/peers/lowkey-vault` next to the
+/// clone (where this project's machines keep one built from source) or
+/// `~/.cache/keyward/lowkey-vault`: the places `scripts/test` looks, in its order. Tests get it
+/// through [`crate::peers::require`].
 pub(crate) fn find_jar() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(JAR_ENV).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
@@ -34,9 +35,12 @@ pub(crate) fn find_jar() -> Option<PathBuf> {
         );
         return Some(path);
     }
+    if let Some(dir) = std::env::var_os("KEYWARD_LOWKEY_DIR").filter(|v| !v.is_empty()) {
+        return newest_jar(Path::new(&dir));
+    }
     let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
     let shared = crate::plugins::workspace_root().join("../shared/peers/lowkey-vault");
-    [home.join(".cache/keyward/lowkey-vault"), shared]
+    [shared, home.join(".cache/keyward/lowkey-vault")]
         .iter()
         .find_map(|dir| newest_jar(dir))
 }
