@@ -12,16 +12,20 @@
 
 pub mod cli;
 pub mod conformance;
+pub mod cosign;
 mod daemon;
 pub mod localkms;
 pub mod lowkey;
 pub mod notation;
 pub mod openbao;
 pub mod peers;
+pub mod pkcs11_module;
 pub mod pki;
 pub mod plugins;
 mod process;
 pub mod softhsm;
+pub mod timestamping;
+pub mod tsa;
 pub mod users;
 pub mod virtual_piv;
 pub mod wait;
