@@ -12,10 +12,12 @@ use tempfile::TempDir;
 
 use crate::{binary, run_with_timeout, set_mode, toml_string};
 
-/// How long the daemon may take to accept connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the daemon may take to exit after SIGTERM.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the daemon may take to accept connections: it waits up to 15 s for its plugins
+/// to start first, and a busy two-core machine is slower still. A deadline, not a delay.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the daemon may take to exit after SIGTERM: it finishes the requests in flight
+/// first (three RSA-4096 generations took over 20 s under load here).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything needed to start `keywardd` again in the same directory.
 #[derive(Debug, Clone)]

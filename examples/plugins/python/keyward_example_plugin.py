@@ -163,6 +163,8 @@ def main():
             if hash_algorithm is None or request.WhichOneof("input") != "digest":
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the example key signs ECDSA over a digest only")
             if delay:
+                # Said first, so that a caller can tell the request is being served.
+                log(f"sign: waiting {delay:g} s (sign_delay_seconds) before answering")
                 time.sleep(delay)
             signature = private_key.sign(request.digest, ec.ECDSA(utils.Prehashed(hash_algorithm)))
             return pb.SignResponse(signature=signature, ecdsa_format=pb.ECDSA_FORMAT_DER)

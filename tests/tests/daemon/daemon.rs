@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use keyward_sdk::{KeySpec, SignOptions};
+use keyward_tests::wait;
 use keyward_tests::{
     COMMAND_TIMEOUT, DaemonBuilder, TestDaemon, binary, mode_of, random_bytes, run_with_timeout,
     set_mode, stderr_text, stdout_text, toml_string, uds_channel,
@@ -177,11 +178,13 @@ async fn sigterm_lets_requests_in_flight_finish() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // All three reached the daemon (it logs each request before it generates), so that SIGTERM
+    // finds them in flight.
+    wait::for_log(&daemon, &["generating a key"], 3, Duration::from_secs(20)).await;
     let in_flight = tasks.iter().filter(|t| !t.is_finished()).count();
     assert!(
         in_flight > 0,
-        "three RSA-4096 generations finished within 50 ms; nothing was in flight"
+        "three RSA-4096 generations finished before SIGTERM; nothing was in flight"
     );
     let status = daemon.terminate().await;
     for task in tasks {

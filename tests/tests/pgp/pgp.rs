@@ -13,8 +13,8 @@ use std::time::Duration;
 use keyward_sdk::KeySpec;
 use keyward_tests::cli::{assert_cli_error, assert_ok, path};
 use keyward_tests::peers::{Peer, require};
-use keyward_tests::plugins::wait_for_log;
 use keyward_tests::softhsm::{BACKEND, PIN, SO_PIN, SoftHsm};
+use keyward_tests::wait;
 use keyward_tests::{
     COMMAND_TIMEOUT, DaemonBuilder, TestDaemon, random_bytes, run_cli, run_with_timeout,
     stderr_text, stdout_text, toml_string,
@@ -545,7 +545,7 @@ async fn pgp_backend_errors_are_clear() {
             builder = builder.env(name, value);
         }
         let daemon = builder.start().await;
-        wait_for_log(
+        wait::for_log(
             &daemon,
             &["plugin down", "cannot start the backend"],
             1,

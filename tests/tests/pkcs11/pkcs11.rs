@@ -13,7 +13,8 @@ use std::time::Duration;
 use keyward_sdk::{Client, KeySpec};
 use keyward_tests::conformance::{ALL_SPECS, check_backend, check_key, expected_algorithms};
 use keyward_tests::peers::{Peer, require};
-use keyward_tests::softhsm::{self, BACKEND, PIN, SO_PIN, SoftHsm, children, wait_for_log};
+use keyward_tests::softhsm::{self, BACKEND, PIN, SO_PIN, SoftHsm, children};
+use keyward_tests::wait;
 use keyward_tests::{run_cli, stderr_text, stdout_text, toml_string};
 
 /// Every key type SoftHSM2 makes, as `pkcs11-tool --key-type` names it, with the spec keyward
@@ -171,6 +172,15 @@ async fn tool_made_and_generated_keys_conform_in_a_plugin_process() {
     }
 
     // The pool never opened more sessions than `sessions` (64 concurrent signatures per key).
+    // The plugin's log lines reach the daemon's log asynchronously: wait for the first ones.
+    wait::for_log(
+        &daemon,
+        &["pkcs11 session opened"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    wait::for_log(&daemon, &["pkcs11 login"], 1, Duration::from_secs(20)).await;
     let log = daemon.log();
     let opened = log.matches("pkcs11 session opened").count();
     assert!(
@@ -271,8 +281,8 @@ async fn keys_are_named_by_label_id_or_uri_and_unusable_ones_skipped() {
     for id in ["hsm/twin", "hsm/k1", "hsm/small", "elsewhere"] {
         assert!(!listed.iter().any(|k| k == id), "{id} in {listed:?}");
     }
-    let log = daemon.log();
-    assert!(log.contains("skipping key"), "{log}");
+    // Said by the plugin, whose log reaches the daemon's asynchronously.
+    wait::for_log(&daemon, &["skipping key"], 1, Duration::from_secs(20)).await;
 
     for id in ["hsm/id-0a0b", "hsm/id-11", "hsm/nopub", "by-id"] {
         check_key(&client, id).await;
@@ -313,7 +323,14 @@ async fn a_module_that_is_not_pkcs11_fails_clearly() {
     // In a plugin process: the daemon starts, the plugin exits before its handshake and the
     // daemon's log carries its reason.
     let daemon = hsm.daemon(&table(&module, ""), PIN).start().await;
-    let log = wait_for_log(&daemon, "is not a PKCS#11 module", Duration::from_secs(20)).await;
+    wait::for_log(
+        &daemon,
+        &["is not a PKCS#11 module"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    let log = daemon.log();
     assert!(log.contains(&module), "{log}");
     daemon
         .client()

@@ -286,8 +286,7 @@ async fn only_valid_client_certificates_get_through_the_handshake() {
         "tls accept error error=invalid peer certificate: certificate expired",
         "tls accept error error=received corrupt message",
     ] {
-        keyward_tests::plugins::wait_for_log(&setup.daemon, &[reason], 1, Duration::from_secs(10))
-            .await;
+        keyward_tests::wait::for_log(&setup.daemon, &[reason], 1, Duration::from_secs(10)).await;
     }
     // And the daemon still serves after the refused handshakes.
     remote_sign(&setup, &setup.bot, &ca, "ci")
