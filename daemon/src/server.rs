@@ -12,7 +12,6 @@ use keyward_proto::v1::key_admin_server::KeyAdminServer;
 use keyward_proto::v1::signer_server::SignerServer;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 
 use crate::admin::AdminService;
@@ -23,7 +22,7 @@ use crate::policy::Policies;
 use crate::registry::Registry;
 use crate::reload::{self, Swappable};
 use crate::signer::SignerService;
-use crate::{backends, paths};
+use crate::{backends, paths, transport};
 
 /// Longest message a client may send (an Ed25519 message is sent whole).
 const MAX_REQUEST_BYTES: usize = 64 << 20;
@@ -233,11 +232,7 @@ impl Daemon {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<SignerServer<SignerService>>().await;
         health.set_serving::<KeyAdminServer<AdminService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| format!("cannot build the reflection service: {e}"))?;
+        let reflection = transport::reflection()?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let shutdown = async move {
@@ -276,7 +271,7 @@ impl Daemon {
             .add_service(signer.clone())
             .add_service(admin.clone())
             .serve_with_incoming_shutdown(
-                UnixListenerStream::new(listener),
+                transport::unix_incoming(listener),
                 stopped(stop_rx.clone()),
             );
         let servers = async {
