@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,8 +100,7 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("cannot listen on {shown}: {e}"))?;
     let socket_mode = if open_to_others { 0o666 } else { 0o600 };
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(socket_mode))
-        .map_err(|e| format!("cannot set the mode of {shown}: {e}"))?;
+    transport::set_socket_mode(socket, socket_mode)?;
     Ok((
         listener,
         SocketGuard {
@@ -394,9 +393,7 @@ impl Daemon {
         } else {
             0o666
         };
-        if let Err(e) =
-            std::fs::set_permissions(&new.socket, std::fs::Permissions::from_mode(socket_mode))
-        {
+        if let Err(e) = transport::set_socket_mode(&new.socket, socket_mode) {
             tracing::warn!(socket = %new.socket.display(), "cannot set the socket's mode after reload: {e}");
         }
         let keys = new.keys.len();
