@@ -12,8 +12,9 @@ use tempfile::TempDir;
 
 use crate::{binary, run_with_timeout, set_mode, toml_string};
 
-/// How long the daemon may take to accept connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long the daemon may take to serve: it first waits up to 15 s for its plugin processes
+/// to start.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the daemon may take to exit after SIGTERM.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
 
