@@ -12,10 +12,13 @@ pub mod localkms;
 pub mod lowkey;
 pub mod notation;
 pub mod openbao;
+pub mod peers;
 pub mod pki;
 pub mod plugins;
 mod process;
 pub mod softhsm;
+pub mod timestamping;
+pub mod tsa;
 pub mod users;
 pub mod virtual_piv;
 

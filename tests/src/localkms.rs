@@ -38,28 +38,6 @@ pub const ACCOUNT: &str = "111122223333";
 /// How long the server may take to answer after it starts.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The `local-kms` binary: [`LOCAL_KMS_ENV`], else `~/.cache/keyward/bin/local-kms`. `None`
-/// (after printing why) when neither exists, so that the test returns early.
-pub fn local_kms_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(LOCAL_KMS_ENV).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "{LOCAL_KMS_ENV}={} does not exist",
-            path.display()
-        );
-        return Some(path);
-    }
-    let path = PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-        .join(".cache/keyward/bin/local-kms");
-    if path.is_file() {
-        Some(path)
-    } else {
-        eprintln!("skipped: local-kms is not installed (scripts/test awskms installs it)");
-        None
-    }
-}
-
 /// A running local-kms, stopped when dropped.
 #[derive(Debug)]
 pub struct LocalKms {
@@ -73,7 +51,7 @@ pub struct LocalKms {
 impl LocalKms {
     /// Starts a fresh server; `None` if local-kms is not installed.
     pub fn start() -> Option<LocalKms> {
-        let bin = local_kms_binary()?;
+        let bin = crate::peers::require(crate::peers::Peer::LocalKms)?;
         let dir = tempfile::Builder::new()
             .prefix("keyward-local-kms-")
             .tempdir()

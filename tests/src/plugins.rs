@@ -22,18 +22,6 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The Python interpreter for the example plugin, or `None` (after saying so on stderr) when
-/// [`PYTHON_ENV`] is not set, so that the caller returns early.
-pub fn test_python() -> Option<PathBuf> {
-    match std::env::var_os(PYTHON_ENV).filter(|v| !v.is_empty()) {
-        Some(python) => Some(PathBuf::from(python)),
-        None => {
-            eprintln!("skipped: {PYTHON_ENV} is not set (scripts/test sets it up)");
-            None
-        }
-    }
-}
-
 /// `command = [python, <the example plugin script>]` as TOML.
 pub fn python_command(python: &Path) -> String {
     let script = workspace_root().join("examples/plugins/python/keyward_example_plugin.py");

@@ -32,20 +32,6 @@ pub struct SoftHsm {
     conf: PathBuf,
 }
 
-/// Whether SoftHSM2 and OpenSC's tools are installed; when not, says so on stderr (the caller
-/// returns early).
-pub fn available() -> bool {
-    let tools = ["softhsm2-util", "pkcs11-tool"]
-        .iter()
-        .all(|tool| Command::new(tool).arg("--help").output().is_ok());
-    if Path::new(MODULE).is_file() && tools {
-        true
-    } else {
-        eprintln!("skipped: SoftHSM2 is not installed (scripts/test pkcs11 installs it)");
-        false
-    }
-}
-
 impl SoftHsm {
     /// A new, empty SoftHSM2 directory and configuration.
     pub fn new() -> SoftHsm {

@@ -11,7 +11,7 @@
 
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,7 @@ pub const SERIAL: u32 = 0x0052_f743;
 /// The name of the backend in the test configs.
 pub const BACKEND: &str = "yk";
 const PCSCD_SOCKET: &str = "/run/pcscd/pcscd.comm";
-const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
+pub(crate) const VPCD_DRIVER: &str = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so";
 
 /// pcscd (when this fixture started it) and the card process.
 #[derive(Debug)]
@@ -39,7 +39,7 @@ pub struct VirtualPiv {
 
 /// The `keyward-virtual-piv` binary: `$KEYWARD_TEST_VIRTUAL_PIV`, else where `scripts/test
 /// yubikey` builds it.
-fn harness_path() -> PathBuf {
+pub(crate) fn harness_path() -> PathBuf {
     if let Some(path) = std::env::var_os("KEYWARD_TEST_VIRTUAL_PIV") {
         return PathBuf::from(path);
     }
@@ -65,23 +65,7 @@ impl VirtualPiv {
     /// Starts pcscd when none runs, then the card. `None` (after printing `skipped: ...`) when
     /// pcscd, vpcd or the harness binary is missing.
     pub fn start() -> Option<VirtualPiv> {
-        let harness = harness_path();
-        for (path, what) in [
-            (Path::new("/usr/sbin/pcscd"), "pcscd is not installed"),
-            (Path::new(VPCD_DRIVER), "vsmartcard-vpcd is not installed"),
-            (
-                harness.as_path(),
-                "the keyward-virtual-piv harness is not built",
-            ),
-        ] {
-            if !path.exists() {
-                eprintln!(
-                    "skipped: {what} ({}); `scripts/test yubikey` installs and builds it",
-                    path.display()
-                );
-                return None;
-            }
-        }
+        let harness = crate::peers::require(crate::peers::Peer::VirtualPiv)?;
         let pcscd = if pcscd_running() {
             eprintln!("virtual PIV: using the running pcscd");
             None

@@ -4,11 +4,9 @@
 //! key, signs a SHA-256 digest (the signature checked with `openssl`), and shows the status of
 //! a call for a missing key (NOT_FOUND, its message naming the key).
 //!
-//! `scripts/test clients` installs the stacks and exports where they are:
-//! `KEYWARD_TEST_PYTHON` (a Python with grpcio and grpcio-tools: the stubs are generated here,
-//! at test time), `KEYWARD_TEST_GRPC_GO_CLIENT`, `KEYWARD_TEST_GRPCURL`,
-//! `KEYWARD_TEST_NODE_MODULES` (with `node` on PATH) and `KEYWARD_TEST_GRPC_JAVA_CLASSPATH`
-//! (with `java` on PATH). A missing one is a skip (a failure under CI=true).
+//! `scripts/test clients` installs the stacks (`peers::Peer::PythonGrpcTools`, `GrpcGoClient`,
+//! `Grpcurl`, `GrpcJs`, `GrpcJava`); the Python stubs are generated here, at test time. A
+//! missing one is a skip (a failure under CI=true).
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -17,6 +15,7 @@ use std::process::{Command, Output};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use keyward_sdk::KeySpec;
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::{
     COMMAND_TIMEOUT, TestDaemon, openssl, run_with_timeout, stderr_text, stdout_text,
 };
@@ -41,22 +40,6 @@ async fn setup() -> Setup {
     let message = daemon.dir().join("message.txt");
     std::fs::write(&message, b"signed by a stock gRPC client\n").expect("write the message");
     Setup { daemon, message }
-}
-
-/// The tool an env var names, or `None` after printing why the test skips.
-fn tool(var: &str, what: &str) -> Option<PathBuf> {
-    match std::env::var_os(var)
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-    {
-        Some(path) if path.exists() => Some(path),
-        _ => {
-            eprintln!(
-                "skipped: {what} is not installed ({var} is unset; scripts/test clients installs it)"
-            );
-            None
-        }
-    }
 }
 
 /// The repository's `proto/` directory.
@@ -150,7 +133,7 @@ fn common_args(setup: &Setup, command: &mut Command) {
 
 #[tokio::test]
 async fn python_grpcio_with_default_options() {
-    let Some(python) = tool("KEYWARD_TEST_PYTHON", "Python with grpcio") else {
+    let Some(python) = require(Peer::PythonGrpcTools) else {
         return;
     };
     let setup = setup().await;
@@ -164,15 +147,7 @@ async fn python_grpcio_with_default_options() {
         .arg(format!("--python_out={}", generated.display()))
         .arg(format!("--grpc_python_out={}", generated.display()))
         .arg("keyward/v1/keyward.proto");
-    let output = run(protoc);
-    if !output.status.success() && stderr_text(&output).contains("No module named grpc_tools") {
-        eprintln!(
-            "skipped: grpcio-tools is not installed in {} (scripts/test clients installs it)",
-            python.display()
-        );
-        return;
-    }
-    assert_ok(&output, "grpc_tools.protoc");
+    assert_ok(&run(protoc), "grpc_tools.protoc");
     let mut client = Command::new(&python);
     client
         .arg(clients_dir().join("python/client.py"))
@@ -183,7 +158,7 @@ async fn python_grpcio_with_default_options() {
 
 #[tokio::test]
 async fn grpc_go_with_default_options() {
-    let Some(binary) = tool("KEYWARD_TEST_GRPC_GO_CLIENT", "the grpc-go client") else {
+    let Some(binary) = require(Peer::GrpcGoClient) else {
         return;
     };
     let setup = setup().await;
@@ -194,7 +169,7 @@ async fn grpc_go_with_default_options() {
 
 #[tokio::test]
 async fn grpc_js_with_default_options() {
-    let Some(modules) = tool("KEYWARD_TEST_NODE_MODULES", "@grpc/grpc-js") else {
+    let Some(modules) = require(Peer::GrpcJs) else {
         return;
     };
     let setup = setup().await;
@@ -209,8 +184,7 @@ async fn grpc_js_with_default_options() {
 
 #[tokio::test]
 async fn grpc_java_netty_epoll_with_default_options() {
-    let Some(classpath_file) = tool("KEYWARD_TEST_GRPC_JAVA_CLASSPATH", "the grpc-java client")
-    else {
+    let Some(classpath_file) = require(Peer::GrpcJava) else {
         return;
     };
     let classpath = std::fs::read_to_string(&classpath_file).expect("read the classpath file");
@@ -238,7 +212,7 @@ fn grpcurl(grpcurl: &Path, socket: &Path, flags: &[&str], method: &[&str]) -> Ou
 
 #[tokio::test]
 async fn grpcurl_with_reflection() {
-    let Some(grpcurl_bin) = tool("KEYWARD_TEST_GRPCURL", "grpcurl") else {
+    let Some(grpcurl_bin) = require(Peer::Grpcurl) else {
         return;
     };
     let setup = setup().await;

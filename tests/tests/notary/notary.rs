@@ -8,6 +8,7 @@ use std::fs;
 use keyward_tests::cli::{assert_ok, path};
 use keyward_tests::localkms::{LocalKms, isolated_aws_env};
 use keyward_tests::notation::{Notation, Registry, Tools, digest_of, tools};
+use keyward_tests::peers::{Peer, missing, require};
 use keyward_tests::softhsm::{self, SoftHsm};
 use keyward_tests::{TestDaemon, run_cli, stderr_text, stdout_text};
 use serde_json::Value;
@@ -331,7 +332,7 @@ async fn softhsm_keys_sign_with_notation() {
     let Some((tools, registry)) = setup() else {
         return;
     };
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -343,7 +344,10 @@ async fn softhsm_keys_sign_with_notation() {
     let daemon = match started {
         Ok(daemon) => daemon,
         Err(failure) if failure.log.contains("unknown backend type") => {
-            eprintln!("skipped: this keywardd has no pkcs11 backend");
+            missing(
+                "this keywardd has no pkcs11 backend",
+                "build keywardd with its default features",
+            );
             return;
         }
         Err(failure) => panic!("keywardd with SoftHSM did not start:\n{}", failure.log),

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use keyward_sdk::{KeySpec, SignOptions, SignatureAlgorithm as Alg};
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::plugins::{
     ChildReaper, Outcome, TestKey, backend_table, config_head, is_alive, path_line,
-    plugin_processes, python_command, test_python, wait_for_log,
+    plugin_processes, python_command, wait_for_log,
 };
 use keyward_tests::{DaemonBuilder, TestDaemon, openssl_genpkey};
 use rustix::process::{Pid, Signal, kill_process};
@@ -253,7 +254,9 @@ async fn policies_change_on_reload() {
 /// with a good signature; the plugin is stopped only afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_finishes_on_the_old_state() {
-    let Some(python) = test_python() else { return };
+    let Some(python) = require(Peer::Python) else {
+        return;
+    };
     let builder = DaemonBuilder::new();
     let dir = builder.dir().to_path_buf();
     let key_file = dir.join("example-key.pem");

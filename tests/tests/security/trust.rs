@@ -12,6 +12,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keyward_tests::cli::{assert_cli_exit, exit};
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::users::{CliCopy, NOBODY};
 use keyward_tests::{
     COMMAND_TIMEOUT, cli_command, run_with_timeout, set_mode, stderr_text, toml_string,
@@ -46,15 +47,15 @@ struct Listener {
 
 impl Listener {
     /// Starts the listener on `socket` as `uid` and waits until it listens (its first line).
-    fn start(socket: &Path, uid: u32) -> Listener {
-        let mut child = Command::new("python3")
+    fn start(python: &Path, socket: &Path, uid: u32) -> Listener {
+        let mut child = Command::new(python)
             .args(["-c", LISTENER])
             .arg(socket)
             .arg(uid.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()
-            .expect("python3 (the squatter's listener)");
+            .expect("start the squatter's listener (Python)");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
         let mut line = String::new();
         stdout.read_line(&mut line).expect("read the listener");
@@ -106,6 +107,9 @@ fn keys_list_default_socket(tmp: &Path, env: &[(&str, &str)]) -> std::process::O
 
 #[test]
 fn a_squatters_directory_and_socket_are_refused_before_anything_is_sent() {
+    let Some(python) = require(Peer::Python) else {
+        return;
+    };
     // A shared temporary directory, like /tmp (root's, 1777).
     let tmp = tempfile::tempdir().expect("temp dir");
     set_mode(tmp.path(), 0o1777);
@@ -115,7 +119,7 @@ fn a_squatters_directory_and_socket_are_refused_before_anything_is_sent() {
     chown(&squat, NOBODY);
     set_mode(&squat, 0o777);
     let socket = squat.join("agent.sock");
-    let mut listener = Listener::start(&socket, NOBODY);
+    let mut listener = Listener::start(&python, &socket, NOBODY);
     chown(&socket, NOBODY);
 
     let output = keys_list_default_socket(tmp.path(), &[]);
@@ -147,13 +151,16 @@ fn a_squatters_directory_and_socket_are_refused_before_anything_is_sent() {
 
 #[test]
 fn a_listener_of_another_uid_is_refused_after_connecting_before_sending() {
+    let Some(python) = require(Peer::Python) else {
+        return;
+    };
     // Root's private directory and socket file, but the process listening runs as nobody.
     let work = tempfile::tempdir().expect("temp dir");
     let dir = work.path().join("run");
     fs::create_dir(&dir).unwrap();
     set_mode(&dir, 0o700);
     let socket = dir.join("agent.sock");
-    let mut listener = Listener::start(&socket, NOBODY);
+    let mut listener = Listener::start(&python, &socket, NOBODY);
     assert_eq!(fs::metadata(&socket).unwrap().uid(), 0);
 
     let mut command = cli_command(&socket);

@@ -11,9 +11,10 @@ use keyward_proto::v1::SignRequest;
 use keyward_proto::v1::sign_request::Input;
 use keyward_proto::v1::signer_client::SignerClient;
 use keyward_sdk::{KeySpec, SignOptions, SignatureAlgorithm as Alg};
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::plugins::{
     ChildReaper, Outcome, TestKey, backend_table, command_toml, config_head, is_alive, path_line,
-    plugin_processes, poll, python_command, test_python, wait_for_log, write_script,
+    plugin_processes, poll, python_command, wait_for_log, write_script,
 };
 use keyward_tests::{DaemonBuilder, openssl_genpkey, random_bytes, stderr_text, uds_channel};
 use rustix::process::{Pid, Signal, kill_process};
@@ -209,7 +210,9 @@ async fn kill_9_under_load_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_plugin_is_cut_off_and_restarted() {
-    let Some(python) = test_python() else { return };
+    let Some(python) = require(Peer::Python) else {
+        return;
+    };
     let builder = DaemonBuilder::new();
     let key_file = builder.dir().join("example-key.pem");
     openssl_genpkey(

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use keyward_sdk::{Client, KeySpec, SignOptions};
 use keyward_tests::conformance::check_key;
-use keyward_tests::softhsm::{self, BACKEND, PIN, SO_PIN, SoftHsm};
+use keyward_tests::peers::{Peer, require};
+use keyward_tests::softhsm::{BACKEND, PIN, SO_PIN, SoftHsm};
 use keyward_tests::{set_mode, stderr_text, stdout_text, toml_string};
 use tonic::Code;
 
@@ -27,7 +28,7 @@ async fn sign(client: &Client, key_id: &str) -> Result<(), keyward_sdk::Error> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_reinitialised_underneath_recovers() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -66,7 +67,7 @@ async fn a_token_reinitialised_underneath_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_deleted_and_recreated_recovers() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -104,7 +105,7 @@ async fn a_token_deleted_and_recreated_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_pin_is_denied_and_tried_only_once() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -147,7 +148,7 @@ async fn a_wrong_pin_is_denied_and_tried_only_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrected_pin_file_is_tried_once_more() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -186,7 +187,7 @@ async fn a_corrected_pin_file_is_tried_once_more() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_file_others_can_read_is_refused() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -211,7 +212,7 @@ async fn a_pin_file_others_can_read_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_from_a_systemd_credential_signs() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();

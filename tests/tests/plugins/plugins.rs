@@ -9,9 +9,10 @@ use std::time::Duration;
 use keyward_sdk::{Client, KeyInfo, KeySpec, SignatureAlgorithm as Alg, SignatureFormat};
 use keyward_tests::cli::{assert_ok, path};
 use keyward_tests::conformance::{ALL_SPECS, check_backend, check_key, expected_algorithms};
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::plugins::{
     ChildReaper, Outcome, TestKey, backend_table, command_toml, is_alive, path_line,
-    plugin_processes, poll, python_command, test_python, wait_for_log, write_script,
+    plugin_processes, poll, python_command, wait_for_log, write_script,
 };
 use keyward_tests::{
     DaemonBuilder, TestDaemon, binary, openssl, openssl_genpkey, random_bytes, run_cli,
@@ -89,7 +90,9 @@ async fn process_isolation_conforms_like_in_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_example_plugin_signs_and_conforms() {
-    let Some(python) = test_python() else { return };
+    let Some(python) = require(Peer::Python) else {
+        return;
+    };
     let builder = DaemonBuilder::new();
     let key_file = builder.dir().join("example-key.pem");
     openssl_genpkey(

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use keyward_sdk::{Client, KeySpec};
 use keyward_tests::conformance::{ALL_SPECS, check_backend, check_key, expected_algorithms};
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::softhsm::{self, BACKEND, PIN, SO_PIN, SoftHsm, children, wait_for_log};
 use keyward_tests::{run_cli, stderr_text, stdout_text, toml_string};
 
@@ -86,7 +87,7 @@ fn access_flags(block: &str) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tool_made_and_generated_keys_conform_in_a_plugin_process() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -179,7 +180,7 @@ async fn tool_made_and_generated_keys_conform_in_a_plugin_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_conform_in_process_too() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -208,7 +209,7 @@ async fn keys_conform_in_process_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_named_by_label_id_or_uri_and_unusable_ones_skipped() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -289,7 +290,7 @@ async fn keys_are_named_by_label_id_or_uri_and_unusable_ones_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_module_that_is_not_pkcs11_fails_clearly() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
@@ -332,7 +333,7 @@ async fn a_module_that_is_not_pkcs11_fails_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_token_is_named_with_the_tokens_present() {
-    if !softhsm::available() {
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();

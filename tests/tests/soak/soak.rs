@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use keyward_sdk::KeySpec;
 use keyward_tests::localkms::{LocalKms, isolated_aws_env};
+use keyward_tests::peers::{Peer, require};
 use keyward_tests::plugins::{Outcome, TestKey, backend_table, path_line, plugin_processes, poll};
 use keyward_tests::softhsm::{self, SoftHsm};
 use keyward_tests::{DaemonBuilder, TestDaemon};
@@ -87,8 +88,7 @@ fn config(dir: &std::path::Path, hsm: &SoftHsm, kms: &LocalKms, iso_timeout: u64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_survives_load_and_faults() {
-    if !softhsm::available() {
-        println!("skipped: SoftHSM2 is not installed (apt install softhsm2 opensc)");
+    if require(Peer::SoftHsm).is_none() {
         return;
     }
     let Some(mut kms) = LocalKms::start() else {

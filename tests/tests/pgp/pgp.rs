@@ -12,21 +12,16 @@ use std::time::Duration;
 
 use keyward_sdk::KeySpec;
 use keyward_tests::cli::{assert_cli_error, assert_ok, path};
-use keyward_tests::softhsm::{self, BACKEND, PIN, SO_PIN, SoftHsm};
+use keyward_tests::peers::{Peer, require};
+use keyward_tests::softhsm::{BACKEND, PIN, SO_PIN, SoftHsm};
 use keyward_tests::{
     COMMAND_TIMEOUT, DaemonBuilder, TestDaemon, random_bytes, run_cli, run_with_timeout,
     stderr_text, stdout_text, toml_string,
 };
 
-/// Whether gpg and sq are installed; says `skipped:` when not.
+/// Whether gpg and sq are installed ([`require`]: says `skipped:` when not, fails under CI).
 fn peers_available() -> bool {
-    for tool in ["gpg", "sq"] {
-        if Command::new(tool).arg("--version").output().is_err() {
-            eprintln!("skipped: {tool} is not installed (scripts/test pgp installs gnupg and sq)");
-            return false;
-        }
-    }
-    true
+    require(Peer::Gpg).is_some() && require(Peer::Sq).is_some()
 }
 
 /// `what` as a file name.
@@ -309,7 +304,7 @@ async fn local_keys_make_certificates_and_gpg_verifiable_signatures() {
 
 #[tokio::test]
 async fn softhsm_key_signs_a_release_tarball_gpg_verifies() {
-    if !peers_available() || !softhsm::available() {
+    if !peers_available() || require(Peer::SoftHsm).is_none() {
         return;
     }
     let hsm = SoftHsm::new();
