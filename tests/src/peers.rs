@@ -142,7 +142,9 @@ impl Peer {
                 }
                 Ok(python)
             }
-            Peer::GrpcGoClient => cached_bin("KEYWARD_TEST_GRPC_GO_CLIENT", "keyward-grpc-go-client"),
+            Peer::GrpcGoClient => {
+                cached_bin("KEYWARD_TEST_GRPC_GO_CLIENT", "keyward-grpc-go-client")
+            }
             Peer::Grpcurl => cached_bin("KEYWARD_TEST_GRPCURL", "grpcurl"),
             Peer::GrpcJs => {
                 on_path("node").ok_or_else(|| "node is not on PATH".to_string())?;
