@@ -30,8 +30,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod algorithm;
 pub mod audit;
 mod client;
+pub mod encoding;
 mod error;
 pub mod jwk;
 #[cfg(feature = "pgp")]
@@ -41,6 +43,7 @@ mod trust;
 pub mod verify;
 pub mod x509;
 
+pub use algorithm::{HashAlgorithm, RsaPadding, algorithm_for};
 pub use client::{Client, PublicKey, SignOptions, Signature};
 pub use error::Error;
 pub use keyward_proto::v1::{KeyInfo, KeySpec, SignatureAlgorithm, SignatureFormat};

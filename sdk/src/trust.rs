@@ -51,7 +51,7 @@ impl ConnectOptions {
             None => parse_agent_uid(std::env::var_os(AGENT_UID_ENV).as_deref())?,
         };
         Ok(Owners {
-            caller: rustix::process::geteuid().as_raw(),
+            caller: rustix::process::getuid().as_raw(),
             trusted,
         })
     }

@@ -9,7 +9,7 @@ use super::*;
 const NOBODY: u32 = 65534;
 
 fn euid() -> u32 {
-    rustix::process::geteuid().as_raw()
+    rustix::process::getuid().as_raw()
 }
 
 fn set_mode(path: &Path, mode: u32) {

@@ -7,12 +7,14 @@
 
 pub mod cli;
 pub mod conformance;
+pub mod cosign;
 mod daemon;
 pub mod localkms;
 pub mod lowkey;
 pub mod notation;
 pub mod openbao;
 pub mod peers;
+pub mod pkcs11_module;
 pub mod pki;
 pub mod plugins;
 mod process;

@@ -35,6 +35,10 @@ pub enum Peer {
     Gpg,
     /// Sequoia's `sq`.
     Sq,
+    /// The `cosign` CLI ([`crate::cosign::COSIGN_ENV`]).
+    Cosign,
+    /// The Go toolchain's `go`, for the Go SDK's end-to-end tests.
+    Go,
     /// sigstore's `timestamp-server` v2.1.3, the RFC 3161 TSA (`KEYWARD_TEST_TSA`).
     Tsa,
     /// A Python with grpcio and grpcio-tools (`KEYWARD_TEST_PYTHON`, else the keyward venv).
@@ -123,6 +127,11 @@ impl Peer {
                 Some(PathBuf::from("/usr/bin/docker-registry")).filter(|p| p.is_file())
             })
             .ok_or_else(|| "docker-registry is not installed".to_string()),
+            Peer::Cosign => from_env_or(crate::cosign::COSIGN_ENV, || {
+                Some(home().join(".cache/keyward/bin/cosign")).filter(|p| p.is_file())
+            })
+            .ok_or_else(|| "cosign is not installed".to_string()),
+            Peer::Go => on_path("go").ok_or_else(|| "go is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
             Peer::PythonGrpcTools => {
@@ -197,6 +206,11 @@ impl Peer {
             }
             Peer::Registry => "`scripts/test notary` installs it (Debian docker-registry)",
             Peer::Gpg | Peer::Sq => "`scripts/test pgp` installs them (Debian gnupg, sq)",
+            Peer::Cosign => {
+                "`scripts/test cosign` builds cosign v2.6.5 from the Go module proxy and sets \
+                 KEYWARD_TEST_COSIGN"
+            }
+            Peer::Go => "`scripts/test go` needs Go 1.24 or newer on PATH",
             Peer::PythonGrpcTools
             | Peer::GrpcGoClient
             | Peer::Grpcurl
