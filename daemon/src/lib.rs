@@ -24,3 +24,4 @@ pub mod server;
 pub mod signer;
 pub mod state;
 pub mod tls;
+pub mod transport;
