@@ -29,3 +29,4 @@ pub mod server;
 pub mod signing;
 pub mod state;
 pub mod tls;
+pub mod transport;
