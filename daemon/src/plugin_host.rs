@@ -271,6 +271,11 @@ impl Backend for PluginBackend {
             .await
     }
 
+    async fn canonical_reference(&self, reference: &str) -> Result<Option<String>, BackendError> {
+        self.call(|remote| async move { remote.canonical_reference(reference).await })
+            .await
+    }
+
     async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
         self.call(|remote| async move { remote.sign(reference, op).await })
             .await

@@ -1,6 +1,6 @@
 //! The Sign request path before any backend: arbitrary bytes decoded as a
 //! `keyward.v1.SignRequest` (as tonic decodes them), then the daemon's input checks
-//! (`keyward_daemon::signer::validate`) against every key spec.
+//! (`keyward_daemon::grpc::signer::validate`) against every key spec.
 #![no_main]
 
 use keyward_plugin_api::{KeySpec, SignOp};
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for spec in KeySpec::ALL {
-        if let Ok(valid) = keyward_daemon::signer::validate(spec, spec.algorithms(), &request) {
+        if let Ok(valid) = keyward_daemon::grpc::signer::validate(spec, spec.algorithms(), &request) {
             // What passes the checks is something the key can sign.
             let algorithm = valid.op.algorithm();
             assert!(spec.supports(algorithm));

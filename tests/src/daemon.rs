@@ -12,14 +12,17 @@ use tempfile::TempDir;
 
 use crate::{binary, run_with_timeout, set_mode, toml_string};
 
-/// How long the daemon may take to accept connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long the daemon may take to exit after SIGTERM.
-const EXIT_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the daemon may take to accept connections: it waits up to 15 s for its plugins
+/// to start first, and a busy two-core machine is slower still. A deadline, not a delay.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the daemon may take to exit after SIGTERM: it finishes the requests in flight
+/// first (three RSA-4096 generations took over 20 s under load here).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Everything needed to start `keywardd` again in the same directory.
 #[derive(Debug, Clone)]
 struct Launch {
+    program: PathBuf,
     dir: PathBuf,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -30,7 +33,7 @@ struct Launch {
 
 impl Launch {
     fn command(&self) -> Command {
-        let mut command = Command::new(binary("keywardd"));
+        let mut command = Command::new(&self.program);
         command
             .arg("--config")
             .arg(&self.config_path)
@@ -94,6 +97,7 @@ pub struct DaemonBuilder {
     full_config: Option<String>,
     env: Vec<(String, Option<String>)>,
     args: Vec<OsString>,
+    program: Option<PathBuf>,
 }
 
 impl Default for DaemonBuilder {
@@ -117,7 +121,15 @@ impl DaemonBuilder {
             full_config: None,
             env: Vec::new(),
             args: Vec::new(),
+            program: None,
         }
+    }
+
+    /// Runs this `keywardd` executable instead of the workspace's (e.g. one built with other
+    /// cargo features, from [`crate::peers::Peer::KeywarddPkcs11InProcess`]).
+    pub fn program(mut self, program: PathBuf) -> Self {
+        self.program = Some(program);
+        self
     }
 
     /// The directory the daemon will run in (exists already; prepare files here).
@@ -205,8 +217,10 @@ impl DaemonBuilder {
             fs::create_dir_all(&path).expect("create XDG directory");
             set_mode(&path, 0o700);
         }
+        let socket = self.socket(&config);
         let launch = Launch {
-            socket: self.socket(&config),
+            program: self.program.unwrap_or_else(|| binary("keywardd")),
+            socket,
             log_path: dir.join("keywardd.log"),
             config_path,
             dir,
@@ -383,8 +397,11 @@ impl TestDaemon {
                     log: self.log(),
                 });
             }
-            let attempt = Client::connect(self.socket());
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            // Ready means serving: the kernel accepts connections on the socket as soon as it is
+            // bound, before the daemon binds its other listeners (mTLS) and serves. A health
+            // check is answered by the server itself, without asking any backend.
+            let attempt = serving(self.socket());
+            if let Ok(true) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -397,6 +414,23 @@ impl TestDaemon {
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether the daemon at `socket` answers a gRPC health check (whatever its answer).
+async fn serving(socket: &Path) -> bool {
+    let Ok(channel) = crate::uds_channel(socket).await else {
+        return false;
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    match health.check(request).await {
+        Ok(_) => true,
+        Err(status) => {
+            status.code() != tonic::Code::Unavailable && status.code() != tonic::Code::Unknown
         }
     }
 }

@@ -4,9 +4,15 @@
 //! `keyward` binary against it; [`conformance`] checks every key of a backend against the
 //! signing contract, verifying each signature with the `openssl` CLI and with the SDK's
 //! RustCrypto verifier. The binaries must be built first (`cargo build --workspace --bins`).
+//!
+//! The tests themselves are one test target per `scripts/test` part, `tests/tests/<part>/`.
+//! A test gets every peer it needs (SoftHSM, OpenBao, local-kms, lowkey-vault, notation, ...)
+//! through [`peers::require`], which skips locally and fails under `CI=true`, and waits for
+//! what it asserts on through [`wait`], never with a fixed sleep.
 
 pub mod cli;
 pub mod conformance;
+pub mod cosign;
 mod daemon;
 pub mod localkms;
 pub mod lowkey;
@@ -14,13 +20,17 @@ pub mod notation;
 pub mod openbao;
 pub mod parsec;
 pub mod peers;
+pub mod pkcs11_module;
 pub mod pki;
 pub mod plugins;
 mod process;
 pub mod softhsm;
 pub mod swtpm;
+pub mod timestamping;
+pub mod tsa;
 pub mod users;
 pub mod virtual_piv;
+pub mod wait;
 
 use std::ffi::OsStr;
 use std::io::Read;
@@ -163,4 +173,15 @@ pub fn openssl_genpkey(path: &Path, args: &[&str]) {
         stderr_text(&output)
     );
     set_mode(path, 0o600);
+}
+
+/// Whether `text` holds `word` on its own, not inside a longer run of letters and digits: for
+/// short secrets such as a PIN `1234`, which a timestamp (`08:27:54.281234Z`), a slot number or
+/// a serial can hold by chance, while a leak (`pin=1234`, `"1234"`) still shows.
+pub fn contains_word(text: &str, word: &str) -> bool {
+    text.match_indices(word).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let after = text[at + word.len()..].chars().next();
+        !before.is_some_and(char::is_alphanumeric) && !after.is_some_and(char::is_alphanumeric)
+    })
 }

@@ -385,14 +385,20 @@ impl Notation {
 
     /// Adds the PEM certificate `pem` to the CA trust store `store`.
     pub fn trust_ca(&self, store: &str, pem: &str) {
-        let name = format!("{store}-{}.pem", &digest_of(pem.as_bytes())[7..19]);
+        self.trust("ca", store, pem);
+    }
+
+    /// Adds the PEM certificate `pem` to the trust store `store` of type `kind` (`ca`, `tsa`,
+    /// `signingAuthority`).
+    pub fn trust(&self, kind: &str, store: &str, pem: &str) {
+        let name = format!("{kind}-{store}-{}.pem", &digest_of(pem.as_bytes())[7..19]);
         let path = self.dir.path().join(name);
-        std::fs::write(&path, pem).expect("write the CA certificate");
+        std::fs::write(&path, pem).expect("write the certificate");
         self.ok([
             "cert".as_ref(),
             "add".as_ref(),
             "--type".as_ref(),
-            "ca".as_ref(),
+            kind.as_ref(),
             "--store".as_ref(),
             store.as_ref(),
             path.as_os_str(),
@@ -413,6 +419,11 @@ impl Notation {
                 })
             })
             .collect();
+        self.import_policies(policies);
+    }
+
+    /// Imports a trust policy document made of `policies` (each a `trustPolicies` entry).
+    pub fn import_policies(&self, policies: Vec<serde_json::Value>) {
         let document = serde_json::json!({ "version": "1.0", "trustPolicies": policies });
         let path = self.dir.path().join("policy-import.json");
         std::fs::write(&path, document.to_string()).expect("write the policy");

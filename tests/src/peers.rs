@@ -40,7 +40,32 @@ pub enum Peer {
     /// The Parsec service, parsec-service 1.5.0 built with its TPM and PKCS#11 providers
     /// ([`crate::parsec::PARSEC_ENV`]); the path is the `parsec` binary.
     Parsec,
+    /// A `keywardd` built with the cargo feature `pkcs11-in-process` (so that
+    /// `isolation = "none"` loads a PKCS#11 module into it), as `keywardd-pkcs11-in-process`
+    /// next to the workspace's `keywardd`.
+    KeywarddPkcs11InProcess,
+    /// The `cosign` CLI ([`crate::cosign::COSIGN_ENV`]).
+    Cosign,
+    /// The Go toolchain's `go`, for the Go SDK's end-to-end tests.
+    Go,
+    /// sigstore's `timestamp-server` v2.1.3, the RFC 3161 TSA (`KEYWARD_TEST_TSA`).
+    Tsa,
+    /// A Python with grpcio and grpcio-tools (`KEYWARD_TEST_PYTHON`, else the keyward venv).
+    PythonGrpcTools,
+    /// The grpc-go client of tests/clients/go (`KEYWARD_TEST_GRPC_GO_CLIENT`).
+    GrpcGoClient,
+    /// `grpcurl` v1.9.1 (`KEYWARD_TEST_GRPCURL`).
+    Grpcurl,
+    /// `node` and a `node_modules` with @grpc/grpc-js and @grpc/proto-loader
+    /// (`KEYWARD_TEST_NODE_MODULES`); the path is the `node_modules` directory.
+    GrpcJs,
+    /// `java` and the grpc-java client of tests/clients/java; the path is the file holding its
+    /// class path (`KEYWARD_TEST_GRPC_JAVA_CLASSPATH`).
+    GrpcJava,
 }
+
+/// The file name of [`Peer::KeywarddPkcs11InProcess`].
+pub const KEYWARDD_PKCS11_IN_PROCESS: &str = "keywardd-pkcs11-in-process";
 
 impl Peer {
     /// Where the peer is, or why it is not there.
@@ -114,6 +139,11 @@ impl Peer {
                 Some(PathBuf::from("/usr/bin/docker-registry")).filter(|p| p.is_file())
             })
             .ok_or_else(|| "docker-registry is not installed".to_string()),
+            Peer::Cosign => from_env_or(crate::cosign::COSIGN_ENV, || {
+                Some(home().join(".cache/keyward/bin/cosign")).filter(|p| p.is_file())
+            })
+            .ok_or_else(|| "cosign is not installed".to_string()),
+            Peer::Go => on_path("go").ok_or_else(|| "go is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
             Peer::Swtpm => {
@@ -126,6 +156,58 @@ impl Peer {
                 Some(home().join(".cache/keyward/bin/parsec")).filter(|p| p.is_file())
             })
             .ok_or_else(|| "the Parsec service (parsec) is not built".to_string()),
+            Peer::KeywarddPkcs11InProcess => {
+                let path = crate::binary("keywardd").with_file_name(KEYWARDD_PKCS11_IN_PROCESS);
+                if path.is_file() {
+                    Ok(path)
+                } else {
+                    Err(format!(
+                        "no keywardd built with the cargo feature pkcs11-in-process ({} is missing)",
+                        path.display()
+                    ))
+                }
+            }
+            Peer::PythonGrpcTools => {
+                let python = from_env_or(crate::plugins::PYTHON_ENV, || {
+                    Some(home().join(".cache/keyward/venv/bin/python3")).filter(|p| p.is_file())
+                })
+                .ok_or_else(|| "no Python venv with grpcio".to_string())?;
+                let tools = std::process::Command::new(&python)
+                    .args(["-c", "import grpc, grpc_tools"])
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+                if !tools.status.success() {
+                    return Err(format!(
+                        "grpcio or grpcio-tools is not installed in {}",
+                        python.display()
+                    ));
+                }
+                Ok(python)
+            }
+            Peer::GrpcGoClient => {
+                cached_bin("KEYWARD_TEST_GRPC_GO_CLIENT", "keyward-grpc-go-client")
+            }
+            Peer::Grpcurl => cached_bin("KEYWARD_TEST_GRPCURL", "grpcurl"),
+            Peer::GrpcJs => {
+                on_path("node").ok_or_else(|| "node is not on PATH".to_string())?;
+                from_env_or("KEYWARD_TEST_NODE_MODULES", || {
+                    Some(home().join(".cache/keyward/clients/node/node_modules"))
+                        .filter(|p| p.join("@grpc/grpc-js").is_dir())
+                })
+                .ok_or_else(|| "@grpc/grpc-js is not installed".to_string())
+            }
+            Peer::GrpcJava => {
+                on_path("java").ok_or_else(|| "java is not on PATH".to_string())?;
+                from_env_or("KEYWARD_TEST_GRPC_JAVA_CLASSPATH", || {
+                    Some(home().join(".cache/keyward/clients/java/run-classpath.txt"))
+                        .filter(|p| p.is_file())
+                })
+                .ok_or_else(|| "the grpc-java client is not built".to_string())
+            }
+            Peer::Tsa => from_env_or("KEYWARD_TEST_TSA", || {
+                Some(home().join(".cache/keyward/bin/timestamp-server")).filter(|p| p.is_file())
+            })
+            .ok_or_else(|| "sigstore's timestamp-server is not installed".to_string()),
         }
     }
 
@@ -162,6 +244,28 @@ impl Peer {
                 "`scripts/test parsec` builds parsec-service 1.5.0 from crates.io into \
                  ~/.cache/keyward/bin and sets KEYWARD_TEST_PARSEC"
             }
+            Peer::KeywarddPkcs11InProcess => {
+                "`scripts/test pkcs11` builds it (cargo build --workspace --bins --features \
+                 keyward-daemon/pkcs11-in-process, the keywardd copied to \
+                 keywardd-pkcs11-in-process)"
+            }
+            Peer::Cosign => {
+                "`scripts/test cosign` builds cosign v2.6.5 from the Go module proxy and sets \
+                 KEYWARD_TEST_COSIGN"
+            }
+            Peer::Go => "`scripts/test go` needs Go 1.24 or newer on PATH",
+            Peer::PythonGrpcTools
+            | Peer::GrpcGoClient
+            | Peer::Grpcurl
+            | Peer::GrpcJs
+            | Peer::GrpcJava => {
+                "`scripts/test clients` installs and builds the gRPC clients (see \
+                 install_grpc_clients in scripts/lib.sh)"
+            }
+            Peer::Tsa => {
+                "`scripts/test timestamp` builds timestamp-server v2.1.3 from the Go module proxy \
+                 and sets KEYWARD_TEST_TSA"
+            }
         }
     }
 }
@@ -197,6 +301,14 @@ pub fn skips_allowed() -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let no_skip = std::env::var("KEYWARD_NO_SKIP").is_ok_and(|v| !v.is_empty() && v != "0");
     !(ci || no_skip)
+}
+
+/// A program `scripts/test` builds into `~/.cache/keyward/bin` (or names in `var`).
+fn cached_bin(var: &str, name: &str) -> Result<PathBuf, String> {
+    from_env_or(var, || {
+        Some(home().join(".cache/keyward/bin").join(name)).filter(|p| p.is_file())
+    })
+    .ok_or_else(|| format!("{name} is not installed"))
 }
 
 /// `$HOME`, where `scripts/test` caches the peers it builds.

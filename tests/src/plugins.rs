@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyward_sdk::{Client, SignOptions, SignatureAlgorithm};
 use tonic::Code;
@@ -100,51 +100,6 @@ pub fn plugin_processes(daemon: &TestDaemon, needle: &str) -> Vec<Proc> {
         .into_iter()
         .filter(|p| p.cmdline.contains(needle))
         .collect()
-}
-
-/// Polls `check` every 20 ms until it returns `Some`, for at most `limit`.
-pub async fn poll<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return Some(value);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The daemon's log lines that contain every one of `needles`.
-pub fn log_lines(daemon: &TestDaemon, needles: &[&str]) -> Vec<String> {
-    daemon
-        .log()
-        .lines()
-        .filter(|line| needles.iter().all(|n| line.contains(n)))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Waits up to `limit` until at least `count` log lines contain all `needles`; panics with the
-/// log otherwise. Returns those lines.
-pub async fn wait_for_log(
-    daemon: &TestDaemon,
-    needles: &[&str],
-    count: usize,
-    limit: Duration,
-) -> Vec<String> {
-    let found = poll(limit, || {
-        let lines = log_lines(daemon, needles);
-        (lines.len() >= count).then_some(lines)
-    })
-    .await;
-    found.unwrap_or_else(|| {
-        panic!(
-            "no {count} log line(s) with {needles:?} within {limit:?}; the log:\n{}",
-            daemon.log()
-        )
-    })
 }
 
 /// Kills (SIGKILL) every live child of a daemon when dropped, so that a plugin which does not

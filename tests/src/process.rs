@@ -84,3 +84,53 @@ pub fn terminate(mut child: std::process::Child, grace: Duration) {
     }
     let _ = child.wait();
 }
+
+/// Starts `program` with `command`'s arguments and settings so that it dies with this test
+/// process, even when no destructor runs (a peer shared by the tests of a binary lives in a
+/// `static`, and statics are never dropped; a killed test run drops nothing).
+///
+/// The program runs under `setpriv --pdeathsig KILL` (util-linux), which asks the kernel to
+/// kill it when the thread that started it ends. Test threads end after each test, so the
+/// spawning happens on one keeper thread that lives as long as the process.
+pub fn spawn_tied_to_this_process(
+    program: &std::path::Path,
+    configure: impl FnOnce(&mut Command),
+) -> std::process::Child {
+    type Request = (
+        Command,
+        std::sync::mpsc::Sender<std::io::Result<std::process::Child>>,
+    );
+    static KEEPER: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Request>>> =
+        std::sync::OnceLock::new();
+    let keeper = KEEPER.get_or_init(|| {
+        let (requests, incoming) = std::sync::mpsc::channel::<Request>();
+        thread::Builder::new()
+            .name("keyward-peer-keeper".into())
+            .spawn(move || {
+                // `requests` lives in a static, so this loop (and the thread) ends only with
+                // the process.
+                for (mut command, answer) in incoming {
+                    let _ = answer.send(command.spawn());
+                }
+            })
+            .expect("start the peer keeper thread");
+        std::sync::Mutex::new(requests)
+    });
+    let setpriv = ["/usr/bin/setpriv", "/bin/setpriv"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("setpriv (util-linux) is not installed; scripts/test installs it");
+    let mut command = Command::new(setpriv);
+    command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    configure(&mut command);
+    let (answer, result) = std::sync::mpsc::channel();
+    keeper
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .send((command, answer))
+        .expect("the peer keeper thread runs");
+    result
+        .recv()
+        .expect("the peer keeper thread answers")
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()))
+}

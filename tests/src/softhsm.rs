@@ -6,13 +6,10 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{
-    COMMAND_TIMEOUT, DaemonBuilder, TestDaemon, run_with_timeout, stderr_text, toml_string,
-};
+use crate::{COMMAND_TIMEOUT, DaemonBuilder, run_with_timeout, stderr_text, toml_string};
 
 /// The SoftHSM2 module as Debian installs it.
 pub const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -253,21 +250,4 @@ pub fn children(pid: u32) -> Vec<(u32, String)> {
         }
     }
     out
-}
-
-/// Waits until the daemon's log contains `needle` (plugin output arrives asynchronously);
-/// panics with the log after `timeout`.
-pub async fn wait_for_log(daemon: &TestDaemon, needle: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let log = daemon.log();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the daemon log does not show {needle:?} within {timeout:?}:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::toml_string;
 
@@ -53,14 +53,6 @@ fn pcscd_running() -> bool {
     UnixStream::connect(PCSCD_SOCKET).is_ok()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 impl VirtualPiv {
     /// Starts pcscd when none runs, then the card. `None` (after printing `skipped: ...`) when
     /// pcscd, vpcd or the harness binary is missing.
@@ -76,11 +68,17 @@ impl VirtualPiv {
                 .stderr(Stdio::null())
                 .spawn()
                 .expect("start pcscd");
-            wait_until("pcscd's socket", Duration::from_secs(10), pcscd_running);
+            crate::wait::until("pcscd's socket", Duration::from_secs(10), || {
+                pcscd_running()
+                    .then_some(())
+                    .ok_or_else(|| PCSCD_SOCKET.to_string())
+            });
             Some(child)
         };
-        wait_until("vpcd to listen", Duration::from_secs(10), || {
-            TcpStream::connect(("127.0.0.1", VPCD_PORT)).is_ok()
+        crate::wait::until("vpcd to listen", Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", VPCD_PORT))
+                .map(drop)
+                .map_err(|e| format!("127.0.0.1:{VPCD_PORT}: {e}"))
         });
         let state = tempfile::Builder::new()
             .prefix("keyward-virtual-piv-")

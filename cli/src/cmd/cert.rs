@@ -30,6 +30,7 @@ Examples:
   keyward cert issue --key signer --subject \"C=US,ST=WA,O=Example,CN=signer\"
   keyward cert issue --key root --self-signed-ca --subject \"C=US,ST=WA,O=Example,CN=Example Root\"
   keyward cert issue --key signer --ca root --subject \"C=US,ST=WA,O=Example,CN=signer\" --output chain.pem
+  keyward cert issue --key signer --subject \"C=US,ST=WA,O=Example,CN=signer\" --validity 12h
   keyward cert csr --key signer --subject \"C=US,ST=WA,O=Example,CN=signer\" > signer.csr
   keyward cert attach --key signer chain.pem
   keyward cert show --key signer";
@@ -59,6 +60,10 @@ pub struct IssueArgs {
     /// Days of validity, from now
     #[arg(long, value_name = "N", default_value_t = 365)]
     days: u32,
+    /// Validity as a duration from now (90s, 30m, 24h, 7d, 1h30m) instead of --days: short-lived
+    /// signing certificates, or a test of what happens when one expires
+    #[arg(long, value_name = "DURATION", value_parser = super::notary::parse_duration, conflicts_with = "days")]
+    validity: Option<u64>,
     /// Have this agent key sign the certificate as CA (it needs a CA certificate attached)
     #[arg(long, value_name = "CA_KEY_ID", conflicts_with = "self_signed_ca")]
     ca: Option<String>,
@@ -184,21 +189,49 @@ fn random_serial() -> Result<SerialNumber, Failure> {
     Ok(SerialNumber::from_slice(&bytes))
 }
 
+/// How long a new certificate is valid, from now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Validity {
+    /// `--days N`.
+    Days(u32),
+    /// `--validity DURATION`, in seconds.
+    Seconds(u64),
+}
+
+impl Validity {
+    fn duration(self) -> Result<time::Duration, Failure> {
+        match self {
+            Validity::Days(0) => Err(Failure::new("--days must be at least 1")),
+            Validity::Days(days) => Ok(time::Duration::days(i64::from(days))),
+            // Beyond 100 years rcgen and most verifiers stop making sense of the dates.
+            Validity::Seconds(seconds) if seconds > 100 * 366 * 86_400 => Err(Failure::new(
+                "--validity is longer than 100 years; give a shorter duration",
+            )),
+            Validity::Seconds(seconds) => Ok(time::Duration::seconds(seconds as i64)),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Validity::Days(days) => format!("{days} days"),
+            Validity::Seconds(seconds) => format!("{seconds} seconds"),
+        }
+    }
+}
+
 /// Parameters of a Notary signing (leaf) certificate, or of a CA certificate.
 pub fn certificate_params(
     subject: DistinguishedName,
-    days: u32,
+    validity: Validity,
     ca: bool,
 ) -> Result<CertificateParams, Failure> {
-    if days == 0 {
-        return Err(Failure::new("--days must be at least 1"));
-    }
+    let lifetime = validity.duration()?;
     let mut params = CertificateParams::default();
     params.distinguished_name = subject;
     let now = time::OffsetDateTime::now_utc();
     // A minute back, so a verifier whose clock is a little behind accepts it at once.
     params.not_before = now - time::Duration::minutes(1);
-    params.not_after = now + time::Duration::days(i64::from(days));
+    params.not_after = now + lifetime;
     params.serial_number = Some(random_serial()?);
     if ca {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -222,7 +255,11 @@ fn rcgen_failure(key: &AgentKey, what: &str, error: rcgen::Error) -> Failure {
 
 async fn issue(agent: &Agent, args: IssueArgs) -> Result<i32, Failure> {
     let subject = parse_subject(&args.subject)?;
-    let params = certificate_params(subject, args.days, args.self_signed_ca)?;
+    let validity = match args.validity {
+        Some(seconds) => Validity::Seconds(seconds),
+        None => Validity::Days(args.days),
+    };
+    let params = certificate_params(subject, validity, args.self_signed_ca)?;
     let client = connect(agent).await?;
     let key = AgentKey::new(&client, &args.key)
         .await?
@@ -278,9 +315,9 @@ async fn issue(agent: &Agent, args: IssueArgs) -> Result<i32, Failure> {
         Some(path) => {
             write_output(Some(path), pem.as_bytes())?;
             let summary = format!(
-                "issued a {what} for key {:?}{signer} (valid {} days), {attached}; chain of {} written to {}\n",
+                "issued a {what} for key {:?}{signer} (valid {}), {attached}; chain of {} written to {}\n",
                 args.key,
-                args.days,
+                validity.describe(),
                 chain.len(),
                 path.display()
             );
@@ -322,7 +359,7 @@ async fn ca_chain(client: &Client, ca_id: &str) -> Result<Vec<Vec<u8>>, Failure>
 
 async fn csr(agent: &Agent, args: CsrArgs) -> Result<i32, Failure> {
     let subject = parse_subject(&args.subject)?;
-    let mut params = certificate_params(subject, 1, false)?;
+    let mut params = certificate_params(subject, Validity::Days(1), false)?;
     params.use_authority_key_identifier_extension = false;
     params.serial_number = None;
     let client = connect(agent).await?;
@@ -430,7 +467,8 @@ mod tests {
 
     #[test]
     fn leaf_and_ca_profiles() {
-        let leaf = certificate_params(parse_subject("CN=a").unwrap(), 7, false).unwrap();
+        let leaf =
+            certificate_params(parse_subject("CN=a").unwrap(), Validity::Days(7), false).unwrap();
         assert!(matches!(leaf.is_ca, IsCa::ExplicitNoCa));
         assert_eq!(leaf.key_usages, vec![KeyUsagePurpose::DigitalSignature]);
         assert_eq!(
@@ -441,9 +479,14 @@ mod tests {
             (leaf.not_after - leaf.not_before).whole_minutes(),
             7 * 24 * 60 + 1
         );
-        let ca = certificate_params(parse_subject("CN=a").unwrap(), 7, true).unwrap();
+        let ca =
+            certificate_params(parse_subject("CN=a").unwrap(), Validity::Days(7), true).unwrap();
         assert!(matches!(ca.is_ca, IsCa::Ca(_)));
         assert!(ca.key_usages.contains(&KeyUsagePurpose::KeyCertSign));
-        assert!(certificate_params(parse_subject("CN=a").unwrap(), 0, false).is_err());
+        let name = || parse_subject("CN=a").unwrap();
+        assert!(certificate_params(name(), Validity::Days(0), false).is_err());
+        let short = certificate_params(name(), Validity::Seconds(90), false).unwrap();
+        assert_eq!((short.not_after - short.not_before).whole_seconds(), 150);
+        assert!(certificate_params(name(), Validity::Seconds(u64::MAX), false).is_err());
     }
 }

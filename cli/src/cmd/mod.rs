@@ -3,13 +3,17 @@
 pub mod audit;
 pub mod cert;
 pub mod envelope;
+pub mod envelope_edit;
 pub mod keys;
 pub mod notary;
+pub mod notary_timestamp;
 pub mod notation;
 #[cfg(feature = "pgp")]
 pub mod pgp;
 pub mod pubkey;
 pub mod sign;
+pub mod tsp;
+pub mod tsp_check;
 pub mod verify;
 pub mod yubikey;
 

@@ -6,6 +6,8 @@
 //! certificate chain. `--signature-manifest` also writes the OCI manifest that stores the
 //! signature in a registry (notation v1's layout: config `application/vnd.cncf.notary.signature`
 //! `{}`, one layer = the envelope, `subject` = the signed manifest, the chain's thumbprints).
+//! `--timestamp-url` adds an RFC 3161 timestamp at once; `--timestamp-request-out` writes the
+//! request for a TSA reached from elsewhere ([`super::notary_timestamp`]).
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -22,11 +24,20 @@ use crate::output::{EXIT_OK, Failure, read_input, write_output, write_stdout};
 pub const AFTER_HELP: &str = "\
 The key needs a certificate chain (keyward cert issue / keyward cert attach).
 --expiry takes a duration: 90s, 30m, 24h, 7d or combinations such as 1h30m.
+--timestamp-url adds an RFC 3161 timestamp (so the signature outlives its certificate), checked
+before anything is written; --timestamp-root-cert names the TSA root it must chain to.
 
 Examples:
   keyward notary sign --key signer --manifest manifest.json --output sig.jws
   keyward notary sign --key signer --descriptor desc.json --envelope cose --expiry 30d \\
       --output sig.cose --signature-manifest sig-manifest.json
+  keyward notary sign --key signer --manifest manifest.json --output sig.jws \\
+      --timestamp-url http://tsa.example/ --timestamp-root-cert tsa-root.pem
+  # air-gapped: write the request, have it timestamped elsewhere, then add the answer
+  keyward notary sign --key signer --manifest manifest.json --output sig.jws \\
+      --timestamp-request-out sig.tsq
+  keyward notary timestamp --envelope sig.jws --response sig.tsr --request sig.tsq \\
+      --timestamp-root-cert tsa-root.pem --signature-manifest sig-manifest.json
   # later, online: push the {} config blob, the envelope blob and sig-manifest.json
   # (by its digest); docs/notation.md has the steps.";
 
@@ -42,6 +53,9 @@ pub enum NotaryCommand {
     /// Sign an OCI manifest offline into a Notary signature envelope
     #[command(after_help = AFTER_HELP)]
     Sign(SignArgs),
+    /// Add an RFC 3161 timestamp obtained elsewhere to an envelope (air-gapped signing)
+    #[command(after_help = super::notary_timestamp::AFTER_HELP)]
+    Timestamp(super::notary_timestamp::TimestampArgs),
 }
 
 /// `keyward notary sign`
@@ -72,6 +86,15 @@ pub struct SignArgs {
     /// Also write the OCI manifest that stores the signature in a registry
     #[arg(long, value_name = "FILE")]
     signature_manifest: Option<PathBuf>,
+    /// Timestamp the signature at this RFC 3161 Time Stamping Authority
+    #[arg(long, value_name = "URL", conflicts_with = "timestamp_request_out")]
+    timestamp_url: Option<String>,
+    /// The TSA's root certificate (PEM or DER): the timestamp's chain must lead to it
+    #[arg(long, value_name = "FILE", requires = "timestamp_url")]
+    timestamp_root_cert: Option<PathBuf>,
+    /// Write an RFC 3161 request (DER TimeStampReq) for the signature, for `notary timestamp`
+    #[arg(long, value_name = "FILE")]
+    timestamp_request_out: Option<PathBuf>,
 }
 
 /// Parses "90s", "30m", "24h", "7d", "1h30m" into seconds.
@@ -166,6 +189,7 @@ fn target_descriptor(args: &SignArgs) -> Result<Value, Failure> {
 pub async fn run(agent: &Agent, command: NotaryCommand) -> Result<i32, Failure> {
     match command {
         NotaryCommand::Sign(args) => sign(agent, args).await,
+        NotaryCommand::Timestamp(args) => super::notary_timestamp::run(args),
     }
 }
 
@@ -178,6 +202,11 @@ async fn sign(agent: &Agent, args: SignArgs) -> Result<i32, Failure> {
     };
     let payload = serde_json::to_vec(&json!({ "targetArtifact": target }))
         .map_err(|e| Failure::new(format!("cannot encode the payload: {e}")))?;
+    // A root file that cannot be read fails before anything is signed.
+    let timestamp_roots = match &args.timestamp_root_cert {
+        Some(path) => super::notary_timestamp::load_roots(path)?,
+        None => Vec::new(),
+    };
     let client = connect(agent).await?;
     let public = client.public_key(&args.key).await?;
     let algorithm = notary_algorithm(public.info.key_spec())
@@ -222,10 +251,30 @@ async fn sign(agent: &Agent, args: SignArgs) -> Result<i32, Failure> {
         )));
     }
     let chain = public.certificate_chain;
-    let envelope = unsigned.finish(&signature.bytes).map_err(Failure::new)?;
+    let mut envelope = unsigned.finish(&signature.bytes).map_err(Failure::new)?;
+    let mut timestamp_note = String::new();
+    if let Some(url) = &args.timestamp_url {
+        let (stamped, checked) =
+            super::notary_timestamp::timestamp_online(&args.key, &envelope, url, &timestamp_roots)
+                .await?;
+        envelope = stamped;
+        timestamp_note =
+            super::notary_timestamp::describe(&checked, args.timestamp_root_cert.as_deref());
+    }
+    if let Some(path) = &args.timestamp_request_out {
+        let hash = super::tsp::ImprintHash::for_signature(algorithm.agent).map_err(Failure::new)?;
+        let request = super::tsp::Request::new(hash, &signature.bytes)?;
+        write_output(Some(path), &request.der)?;
+        timestamp_note = format!(
+            "timestamp request written to {}: have a TSA answer it, then run `keyward notary timestamp --envelope {} --response RESPONSE --request {}`\n",
+            path.display(),
+            args.output.display(),
+            path.display()
+        );
+    }
     write_output(Some(&args.output), &envelope)?;
     if let Some(path) = &args.signature_manifest {
-        let manifest = signature_manifest(&target, format, &envelope, &chain, now);
+        let manifest = signature_manifest(&target, format, &envelope, &chain, &rfc3339(now));
         let mut text = serde_json::to_vec_pretty(&manifest)
             .map_err(|e| Failure::new(format!("cannot encode the signature manifest: {e}")))?;
         text.push(b'\n');
@@ -240,7 +289,7 @@ async fn sign(agent: &Agent, args: SignArgs) -> Result<i32, Failure> {
         format.media_type(),
         args.output.display()
     );
-    write_stdout(summary.as_bytes())?;
+    write_stdout(format!("{summary}{timestamp_note}").as_bytes())?;
     Ok(EXIT_OK)
 }
 
@@ -250,7 +299,7 @@ pub fn signature_manifest(
     format: Format,
     envelope: &[u8],
     chain: &[Vec<u8>],
-    signing_time: i64,
+    signing_time: &str,
 ) -> Value {
     let thumbprints: Vec<String> = chain
         .iter()
@@ -278,7 +327,7 @@ pub fn signature_manifest(
         "annotations": {
             "io.cncf.notary.x509chain.thumbprint#S256":
                 serde_json::to_string(&thumbprints).unwrap_or_default(),
-            "org.opencontainers.image.created": rfc3339(signing_time)
+            "org.opencontainers.image.created": signing_time
         }
     })
 }
@@ -302,7 +351,13 @@ mod tests {
     fn the_signature_manifest_points_at_the_target_and_the_envelope() {
         let target =
             json!({"mediaType": "m", "digest": "sha256:ab", "size": 3, "annotations": {"a": "b"}});
-        let manifest = signature_manifest(&target, Format::Cose, b"env", &[vec![1]], 0);
+        let manifest = signature_manifest(
+            &target,
+            Format::Cose,
+            b"env",
+            &[vec![1]],
+            "1970-01-01T00:00:00Z",
+        );
         assert_eq!(
             manifest["subject"],
             json!({"mediaType": "m", "digest": "sha256:ab", "size": 3})

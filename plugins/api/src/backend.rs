@@ -106,6 +106,18 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// One key, by its reference in the backend's own words.
     async fn describe_key(&self, reference: &str) -> Result<KeyDescription, BackendError>;
 
+    /// The backend's one spelling of `reference`, so that every spelling of a key is one key to
+    /// the daemon: one id, one cache entry, one policy bucket. `Ok(None)`: no key can have this
+    /// name (the daemon answers NOT_FOUND without asking further). The default: every
+    /// reference is its own spelling. The `pgp` backend maps a fingerprint in either case,
+    /// with `0x`, or a key id to the signing key's fingerprint.
+    ///
+    /// It should be cheap (no network): the daemon asks it when a client names a discovered key
+    /// (`<backend>/<reference>`) in a spelling it has not cached.
+    async fn canonical_reference(&self, reference: &str) -> Result<Option<String>, BackendError> {
+        Ok(Some(reference.to_string()))
+    }
+
     /// Signs `op` with the key named by `reference`.
     ///
     /// [`SignOp::Prehashed`] carries a **digest** (computed with the algorithm's hash, of the

@@ -422,6 +422,16 @@ impl Backend for PgpBackend {
         Ok(Self::describe(&*self.key(reference)?))
     }
 
+    /// A certificate's fingerprint, either key id, any case, with or without `0x`: the
+    /// signing key's fingerprint.
+    async fn canonical_reference(&self, reference: &str) -> Result<Option<String>, BackendError> {
+        match self.key(reference) {
+            Ok(key) => Ok(Some(key.reference.clone())),
+            Err(BackendError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
         let key = self.key(reference)?;
         if key.spec.rsa_bits().is_some() {
@@ -499,6 +509,21 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(by_cert.reference, key.reference);
+            for spelling in [
+                format!("0x{}", cert.fingerprint().to_hex().to_lowercase()),
+                cert.keyid().to_hex(),
+                key.reference.to_lowercase(),
+            ] {
+                assert_eq!(
+                    backend.canonical_reference(&spelling).await.unwrap(),
+                    Some(key.reference.clone()),
+                    "{spelling}"
+                );
+            }
+            assert_eq!(
+                backend.canonical_reference("0xDEADBEEF").await.unwrap(),
+                None
+            );
             let certificate = key.openpgp_certificate.as_deref().unwrap();
             assert!(!Cert::from_bytes(certificate).unwrap().is_tsk());
             check_certificate_for(certificate, &key.public_key_der, true).unwrap();

@@ -128,7 +128,7 @@ async fn assert_same_public_key(client: &Client, key_id: &str, key: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_type_conforms() {
-    let Some(vault) = LowkeyVault::start() else {
+    let Some(vault) = LowkeyVault::shared() else {
         return;
     };
     let mut made = Vec::new();
@@ -252,7 +252,7 @@ async fn every_key_type_conforms() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_versions_are_followed_and_pins_stay() {
-    let Some(vault) = LowkeyVault::start() else {
+    let Some(vault) = LowkeyVault::shared() else {
         return;
     };
     let v1 = vault.create_key("rot", ec("P-256"));

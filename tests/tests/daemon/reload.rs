@@ -9,8 +9,9 @@ use keyward_sdk::{KeySpec, SignOptions, SignatureAlgorithm as Alg};
 use keyward_tests::peers::{Peer, require};
 use keyward_tests::plugins::{
     ChildReaper, Outcome, TestKey, backend_table, config_head, is_alive, path_line,
-    plugin_processes, python_command, wait_for_log,
+    plugin_processes, python_command,
 };
+use keyward_tests::wait;
 use keyward_tests::{DaemonBuilder, TestDaemon, openssl_genpkey};
 use rustix::process::{Pid, Signal, kill_process};
 use tonic::Code;
@@ -22,7 +23,7 @@ const LOCAL_PLUGIN: &str = "keyward-plugin-local";
 async fn reload(daemon: &TestDaemon, config: &str, count: usize) -> String {
     std::fs::write(daemon.config_path(), config).expect("write the new config");
     hangup(daemon);
-    let lines = wait_for_log(daemon, &["config reload"], count, Duration::from_secs(20)).await;
+    let lines = wait::for_log(daemon, &["config reload"], count, Duration::from_secs(20)).await;
     lines[count - 1].clone()
 }
 
@@ -131,7 +132,7 @@ async fn backends_and_keys_follow_the_config() {
     assert!(line.contains("changed=[\"a\"]"), "{line}");
     assert_signed(signs(&client, "ka").await, "ka after its backend changed");
     let old_pid = a_plugin[0].pid;
-    let gone = keyward_tests::plugins::poll(Duration::from_secs(15), || {
+    let gone = wait::poll(Duration::from_secs(15), || {
         (!is_alive(old_pid)).then_some(())
     })
     .await;
@@ -151,7 +152,7 @@ async fn backends_and_keys_follow_the_config() {
         kb.sign(&client, b"kb still", Duration::from_secs(10)).await,
         "kb",
     );
-    let stopped = keyward_tests::plugins::poll(Duration::from_secs(15), || {
+    let stopped = wait::poll(Duration::from_secs(15), || {
         plugin_processes(&daemon, LOCAL_PLUGIN)
             .is_empty()
             .then_some(())
@@ -184,10 +185,10 @@ async fn a_bad_config_is_refused_and_the_running_one_stays() {
     let bad = [
         // Not TOML.
         (format!("{head}{a}\n[[backend]\nname = "), "line"),
-        // An unknown backend type.
+        // An unknown backend type: no plugin executable for it.
         (
             format!("{head}{a}{}", backend_table("x", "no-such-type", "")),
-            "unknown backend type",
+            "keyward-plugin-no-such-type is not installed",
         ),
         // A plugin that cannot be run.
         (
@@ -270,7 +271,7 @@ async fn a_request_in_flight_finishes_on_the_old_state() {
         "py",
         "external",
         &format!(
-            "{}\ntimeout = 20\nsign_delay_seconds = 3\n{}",
+            "{}\ntimeout = 20\nsign_delay_seconds = 6\n{}",
             python_command(&python),
             path_line("key_file", &key_file)
         ),
@@ -290,7 +291,14 @@ async fn a_request_in_flight_finishes_on_the_old_state() {
             .await;
         (outcome, started.elapsed())
     });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // In flight: the plugin holds it (for 6 s, time for the reload and the checks below).
+    wait::for_log(
+        &daemon,
+        &["py", "sign: waiting"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
     let line = reload(&daemon, &format!("{head}{a}"), 1).await;
     assert!(line.contains("removed=[\"py\"]"), "{line}");
     // New requests no longer see the removed backend...
@@ -303,8 +311,8 @@ async fn a_request_in_flight_finishes_on_the_old_state() {
     );
     let (outcome, took) = slow.await.expect("the slow call");
     assert_signed(outcome, "the request that was in flight during the reload");
-    assert!(took >= Duration::from_secs(3), "it really waited: {took:?}");
-    let stopped = keyward_tests::plugins::poll(Duration::from_secs(15), || {
+    assert!(took >= Duration::from_secs(6), "it really waited: {took:?}");
+    let stopped = wait::poll(Duration::from_secs(15), || {
         (!is_alive(plugin[0].pid)).then_some(())
     })
     .await;

@@ -398,9 +398,11 @@ fn a_silent_agent_is_a_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("silent.sock");
     let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // The connection is held until the test is done, however long the plugin takes.
+    let (done, until_done) = std::sync::mpsc::channel::<()>();
     let held = std::thread::spawn(move || {
         let accepted: Vec<_> = listener.incoming().take(1).collect();
-        std::thread::sleep(std::time::Duration::from_secs(3));
+        let _ = until_done.recv();
         drop(accepted);
     });
     let request = json!({"contractVersion": "1.0", "keyId": "k",
@@ -413,6 +415,13 @@ fn a_silent_agent_is_a_timeout() {
         "TIMEOUT",
         &["did not answer"],
     );
-    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    // The 0.5 s timeout ended it: without one, the plugin would wait for the held connection
+    // until the harness kills it (COMMAND_TIMEOUT, 60 s).
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(done);
     held.join().unwrap();
 }

@@ -12,8 +12,9 @@ use keyward_tests::conformance::{ALL_SPECS, check_backend, check_key, expected_a
 use keyward_tests::peers::{Peer, require};
 use keyward_tests::plugins::{
     ChildReaper, Outcome, TestKey, backend_table, command_toml, is_alive, path_line,
-    plugin_processes, poll, python_command, wait_for_log, write_script,
+    plugin_processes, python_command, write_script,
 };
+use keyward_tests::wait::{self, poll};
 use keyward_tests::{
     DaemonBuilder, TestDaemon, binary, openssl, openssl_genpkey, random_bytes, run_cli,
     stderr_text, stdout_text,
@@ -197,12 +198,13 @@ async fn plugins_get_a_minimal_environment() {
     let dir = builder.dir().to_path_buf();
     let dump = dir.join("plugin-env.txt");
     let script = dir.join("env-plugin.sh");
+    // Written under another name and renamed, so that the file is whole once it exists.
     write_script(
         &script,
         &format!(
-            "env > '{}'\nexec '{}'",
-            dump.display(),
-            binary(LOCAL_PLUGIN).display()
+            "env > '{dump}.part' && mv '{dump}.part' '{dump}'\nexec '{}'",
+            binary(LOCAL_PLUGIN).display(),
+            dump = dump.display(),
         ),
         0o755,
     );
@@ -218,7 +220,13 @@ async fn plugins_get_a_minimal_environment() {
         .start()
         .await;
     let _reaper = ChildReaper::new(&daemon);
-    let text = fs::read_to_string(&dump).expect("the plugin wrote its environment");
+    // The daemon answers before its plugin has necessarily run that far (issue #22).
+    let text = wait::until_async(
+        "the plugin to write its environment",
+        Duration::from_secs(20),
+        async || fs::read_to_string(&dump).map_err(|e| format!("{}: {e}", dump.display())),
+    )
+    .await;
     let env: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
     let socket = env
         .get("KEYWARD_PLUGIN_SOCKET")
@@ -305,5 +313,5 @@ async fn plugins_stop_with_the_daemon() {
     .await;
     let alive: Vec<_> = plugins.iter().filter(|p| is_alive(p.pid)).collect();
     assert!(left.is_some(), "plugins outlived the daemon: {alive:?}");
-    wait_for_log(&daemon, &["plugin stopped"], 2, Duration::from_secs(1)).await;
+    wait::for_log(&daemon, &["plugin stopped"], 2, Duration::from_secs(1)).await;
 }

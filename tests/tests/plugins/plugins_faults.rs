@@ -1,22 +1,20 @@
-//! Plugin processes that fail: killed under load, hung past the call deadline, unsafe
-//! executables, and programs that are not plugins at all. The daemon must stay up, answer
-//! UNAVAILABLE or DEADLINE_EXCEEDED with the reason, keep its other backends working, and bring
-//! the plugin back.
+//! Plugin processes that fail: killed under load, and hung past the call deadline. The daemon
+//! must stay up, answer UNAVAILABLE or DEADLINE_EXCEEDED with the reason, keep its other
+//! backends working, and bring the plugin back. Unsafe executables and programs that are not
+//! plugins at all are in `bad_plugins.rs`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use keyward_proto::v1::SignRequest;
-use keyward_proto::v1::sign_request::Input;
-use keyward_proto::v1::signer_client::SignerClient;
 use keyward_sdk::{KeySpec, SignOptions, SignatureAlgorithm as Alg};
 use keyward_tests::peers::{Peer, require};
 use keyward_tests::plugins::{
-    ChildReaper, Outcome, TestKey, backend_table, command_toml, config_head, is_alive, path_line,
-    plugin_processes, poll, python_command, wait_for_log, write_script,
+    ChildReaper, Outcome, TestKey, backend_table, config_head, is_alive, path_line,
+    plugin_processes, python_command,
 };
-use keyward_tests::{DaemonBuilder, openssl_genpkey, random_bytes, stderr_text, uds_channel};
+use keyward_tests::wait::{self, poll};
+use keyward_tests::{DaemonBuilder, openssl_genpkey};
 use rustix::process::{Pid, Signal, kill_process};
 use tonic::Code;
 
@@ -29,6 +27,34 @@ struct Call {
     started: Instant,
     finished: Instant,
     outcome: Outcome,
+}
+
+/// How long a killed plugin may take to sign again (restart and start-up, on a busy machine).
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The delay in a "plugin down: <reason>; restarting in <delay>" log line (`Duration`'s
+/// `Debug` form: `87.123ms`, `1.5s`, `950µs`).
+fn restart_delay(line: &str) -> Duration {
+    let text = line
+        .split("restarting in ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no restart delay in: {line}"));
+    let unit_at = text
+        .find(|c: char| c.is_alphabetic() || c == 'µ')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(unit_at);
+    let value: f64 = number
+        .parse()
+        .unwrap_or_else(|_| panic!("no restart delay in: {line}"));
+    let seconds = match unit {
+        "s" => value,
+        "ms" => value / 1e3,
+        "µs" | "us" => value / 1e6,
+        "ns" => value / 1e9,
+        _ => panic!("unknown unit {unit:?} in: {line}"),
+    };
+    Duration::from_secs_f64(seconds)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,7 +136,9 @@ async fn kill_9_under_load_recovers() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let killed_at = Instant::now();
     kill_process(Pid::from_raw(victim as i32).expect("pid"), Signal::KILL).expect("kill -9");
-    // Keep signing for 2 s, longer if the plugin is not back yet (at most 6 s).
+    // Keep signing for 2 s, longer if the plugin is not back yet (a deadline of 30 s: how long
+    // a restart takes depends on the machine's load; the delay the daemon chose does not, and
+    // is checked below).
     let recovered = |calls: &[Call]| {
         calls
             .iter()
@@ -120,7 +148,7 @@ async fn kill_9_under_load_recovers() {
             .min()
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    poll(Duration::from_secs(4), || {
+    poll(RECOVERY_DEADLINE, || {
         recovered(&calls.lock().expect("calls"))
     })
     .await;
@@ -173,7 +201,7 @@ async fn kill_9_under_load_recovers() {
     // broken-plugin tests below, where the plugin stays down.
     let recovery = recovered(&calls).unwrap_or_else(|| {
         panic!(
-            "no iso key signed within 6 s of the kill; log:\n{}",
+            "no iso key signed within {RECOVERY_DEADLINE:?} of the kill; log:\n{}",
             daemon.log()
         )
     });
@@ -184,10 +212,6 @@ async fn kill_9_under_load_recovers() {
         count("iso", true),
         count("inproc", true)
     );
-    assert!(
-        recovery < Duration::from_secs(5),
-        "recovery took {recovery:?}"
-    );
 
     assert!(is_alive(daemon.pid()), "the daemon died");
     assert!(!is_alive(victim), "the killed plugin is still there");
@@ -196,7 +220,20 @@ async fn kill_9_under_load_recovers() {
         now.len() == 1 && now[0].pid != victim,
         "no new plugin process: {now:?}"
     );
-    wait_for_log(&daemon, &["plugin down:", "iso"], 1, Duration::from_secs(1)).await;
+    let down = wait::for_log(
+        &daemon,
+        &["plugin down:", "iso"],
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    // The daemon restarted the plugin after its first backoff (100 ms +-50%), not later.
+    let delay = restart_delay(&down[0]);
+    assert!(
+        delay <= Duration::from_millis(150),
+        "restarting after {delay:?}, not the first backoff: {}",
+        down[0]
+    );
     let message = b"after the restart";
     for key in keys.iter() {
         let outcome = key.sign(&client, message, TIMEOUT).await;
@@ -220,7 +257,7 @@ async fn a_hung_plugin_is_cut_off_and_restarted() {
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     );
     let fields = format!(
-        "{}\ntimeout = 1\nsign_delay_seconds = 3\n{}",
+        "{}\ntimeout = 3\nsign_delay_seconds = 10\n{}",
         python_command(&python),
         path_line("key_file", &key_file)
     );
@@ -251,33 +288,46 @@ async fn a_hung_plugin_is_cut_off_and_restarted() {
         let result = tokio::time::timeout(Duration::from_secs(10), call).await;
         (result, started.elapsed())
     });
-    // The daemon goes on serving other keys meanwhile.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The daemon goes on serving other keys meanwhile: once the plugin holds the slow call,
+    // another key signs before the slow call ends (its 3 s deadline).
+    wait::for_log(
+        &daemon,
+        &["py", "sign: waiting"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
     let outcome = steady
-        .sign(&client, b"meanwhile", Duration::from_millis(700))
+        .sign(&client, b"meanwhile", Duration::from_secs(10))
         .await;
     assert!(
         matches!(outcome, Outcome::Signed),
         "during the hang: {outcome:?}"
     );
+    assert!(
+        !slow.is_finished(),
+        "the other key answered only after the hung call had ended"
+    );
 
     let (result, elapsed) = slow.await.expect("the slow call panicked");
     let error = match result {
         Err(_) => panic!("the call to a hung plugin was not cut off within 10 s"),
-        Ok(Ok(_)) => panic!("a sign that takes 3 s succeeded under a 1 s timeout"),
+        Ok(Ok(_)) => panic!("a sign that takes 10 s succeeded under a 3 s timeout"),
         Ok(Err(e)) => e,
     };
     assert_eq!(error.code(), Some(Code::DeadlineExceeded), "{error}");
+    // The configured deadline ended it (the message names it; how much later the answer came
+    // depends on the machine's load, so only "not before the deadline" is checked by time).
     assert!(
-        error.to_string().contains("did not answer within"),
+        error.to_string().contains("did not answer within 3.0s"),
         "{error}"
     );
     assert!(
-        (Duration::from_millis(900)..Duration::from_secs(2)).contains(&elapsed),
-        "the deadline fired after {elapsed:?}"
+        elapsed >= Duration::from_millis(2900),
+        "the deadline fired early, after {elapsed:?}"
     );
 
-    wait_for_log(&daemon, &["plugin ready", "py"], 2, Duration::from_secs(20)).await;
+    wait::for_log(&daemon, &["plugin ready", "py"], 2, Duration::from_secs(20)).await;
     let gone = poll(Duration::from_secs(5), || {
         (!is_alive(first[0].pid)).then_some(())
     })
@@ -314,159 +364,4 @@ async fn a_hung_plugin_is_cut_off_and_restarted() {
         .await
         .expect("public key after the restart");
     assert_eq!(after.der, der);
-}
-
-/// A config with the default `local` backend and a `bad` external backend running `command`.
-fn bad_backend(builder: DaemonBuilder, command: &std::path::Path, fields: &str) -> DaemonBuilder {
-    let table = format!("{}\n{fields}", command_toml(&[command]));
-    builder
-        .extra_toml(&backend_table("bad", "external", &table))
-        .extra_toml("[[key]]\nid = \"bad-key\"\nbackend = \"bad\"\nref = \"anything\"")
-}
-
-#[tokio::test]
-async fn unsafe_plugin_executables_stop_the_daemon() {
-    for (what, mode, needle) in [
-        ("0644", Some(0o644), "is not executable"),
-        ("0777", Some(0o777), "writable by group or others"),
-        ("0775", Some(0o775), "writable by group or others"),
-        ("a directory", None, "is not a regular file"),
-    ] {
-        let builder = DaemonBuilder::new();
-        let program = builder.dir().join("plugin");
-        match mode {
-            Some(mode) => write_script(&program, "echo 'keyward-plugin v1 ready'", mode),
-            None => std::fs::create_dir(&program).expect("mkdir"),
-        }
-        let output = bad_backend(builder, &program, "").run_to_exit(Duration::from_secs(20));
-        let stderr = stderr_text(&output);
-        assert!(
-            !output.status.success(),
-            "{what}: the daemon started:\n{stderr}"
-        );
-        assert!(
-            stderr.contains(program.to_str().expect("UTF-8")) && stderr.contains(needle),
-            "{what}: the error names neither the path nor {needle:?}:\n{stderr}"
-        );
-    }
-}
-
-/// A daemon whose `bad` backend runs `script` (which is no working plugin): it must start,
-/// log `plugin down: <reason>` at every failed start, answer UNAVAILABLE with the reason for
-/// `bad-key`, and keep its `local` backend working.
-async fn check_broken_plugin(script: &str, fields: &str, reason: &[&str]) {
-    let builder = DaemonBuilder::new();
-    let program = builder.dir().join("not-a-plugin.sh");
-    write_script(&program, script, 0o755);
-    let mut daemon = bad_backend(builder, &program, fields).start().await;
-    let _reaper = ChildReaper::new(&daemon);
-    // Three failed starts in a row (about 1 s of backoff), each logged with its own reason,
-    // naming this run only once (no stale lines of an earlier run).
-    let down = wait_for_log(
-        &daemon,
-        &["plugin down:", "bad"],
-        3,
-        Duration::from_secs(15),
-    )
-    .await;
-    for line in &down[..3] {
-        for needle in reason {
-            assert_eq!(
-                line.matches(needle).count(),
-                1,
-                "{script:?}: want {needle:?} once in the reason:\n{line}"
-            );
-        }
-    }
-
-    let client = daemon.client().await;
-    client
-        .generate_key("local", "good", KeySpec::EcP256)
-        .await
-        .expect("the local backend works");
-    let good = TestKey::fetch(&client, "good").await;
-    let outcome = good
-        .sign(&client, b"still works", Duration::from_secs(5))
-        .await;
-    assert!(
-        matches!(outcome, Outcome::Signed),
-        "{script:?}: {outcome:?}"
-    );
-    let listed = client
-        .list_keys()
-        .await
-        .expect("ListKeys with a plugin down");
-    assert!(listed.iter().any(|k| k.key_id == "good"), "{listed:?}");
-
-    // `bad-key` answers UNAVAILABLE; while the plugin is down (not restarting) the message
-    // holds the reason, and the status carries a retry hint.
-    let mut raw = SignerClient::new(uds_channel(daemon.socket()).await.expect("channel"));
-    let request = SignRequest {
-        key_id: "bad-key".into(),
-        algorithm: Alg::EcdsaSha256 as i32,
-        input: Some(Input::Digest(random_bytes(32))),
-        ..SignRequest::default()
-    };
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        let status = match raw.sign(request.clone()).await {
-            Ok(_) => panic!("{script:?}: bad-key signed"),
-            Err(status) => status,
-        };
-        assert_eq!(status.code(), Code::Unavailable, "{script:?}: {status:?}");
-        assert!(status.message().contains("plugin \"bad\""), "{status:?}");
-        if status.message().contains("is down (") {
-            break status;
-        }
-        seen.push(status.message().to_string());
-        assert!(
-            Instant::now() < deadline,
-            "{script:?}: never `is down`: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    for needle in reason {
-        assert!(
-            status.message().contains(needle),
-            "{script:?}: {needle:?} not in {status:?}"
-        );
-    }
-    let retry = status.metadata().get("retry-after-ms").map(|v| v.to_str());
-    assert!(
-        matches!(retry, Some(Ok(ms)) if ms.parse::<u64>().is_ok_and(|ms| ms > 0)),
-        "{script:?}: retry-after-ms: {retry:?}"
-    );
-    drop((client, raw));
-    assert!(daemon.terminate().await.success(), "{}", daemon.log());
-}
-
-#[tokio::test]
-async fn a_program_printing_something_else_is_down() {
-    check_broken_plugin(
-        "echo hello\nexec sleep 60",
-        "",
-        &["\"hello\" instead of the handshake"],
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn a_program_exiting_at_once_is_down() {
-    check_broken_plugin(
-        "echo boom >&2\nexit 3",
-        "",
-        &["exited (", "before its handshake", "boom"],
-    )
-    .await;
-}
-
-#[tokio::test]
-async fn a_silent_program_is_down() {
-    check_broken_plugin(
-        "exec sleep 60",
-        "startup_timeout = 0.5",
-        &["printed no handshake within"],
-    )
-    .await;
 }

@@ -9,6 +9,7 @@ use keyward_proto::v1::signer_client::SignerClient;
 use keyward_proto::v1::{SignRequest, sign_request};
 use keyward_sdk::{Code, KeySpec, SignOptions, SignatureAlgorithm};
 use keyward_tests::users::{CliCopy, NOBODY};
+use keyward_tests::wait;
 use keyward_tests::{
     DaemonBuilder, TestDaemon, openssl_genpkey, set_mode, stderr_text, toml_string, uds_channel,
 };
@@ -60,7 +61,11 @@ fn assert_signed(output: &Output, what: &str) {
 
 fn assert_refused(output: &Output, what: &str, message: &str) {
     let stderr = stderr_text(output);
-    assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(keyward_tests::cli::exit::REFUSED),
+        "{what}: {stderr}"
+    );
     assert!(
         stderr.contains(message),
         "{what}: the error does not say {message:?}:\n{stderr}"
@@ -98,11 +103,14 @@ async fn uids_and_gids_name_the_rule_that_refused() {
     // Public keys stay open to every caller the socket serves.
     let output = cli.run_as(NOBODY, NOBODY, daemon.socket(), &["pubkey", "release"]);
     assert_signed(&output, "nobody, pubkey release");
-    let log = daemon.log();
-    assert!(
-        log.contains("sign denied") && log.contains("uid 65534 is not in uids [0]"),
-        "the denial is not logged:\n{log}"
-    );
+    wait::for_log(&daemon, &["sign denied"], 1, Duration::from_secs(20)).await;
+    wait::for_log(
+        &daemon,
+        &["uid 65534 is not in uids [0]"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keyward_sdk::{Client, KeySpec, SignOptions};
 use keyward_tests::openbao::OpenBao;
+use keyward_tests::wait;
 use keyward_tests::{DaemonBuilder, TestDaemon, openssl, openssl_genpkey, set_mode, toml_string};
 use serde_json::json;
 use tonic::Code;
@@ -108,28 +109,31 @@ async fn approle_logs_in_and_logs_in_again_at_the_max_ttl() {
 
     // Tokens live 3 s, renewable up to 5 s: 10 s of signing needs renewals and new logins.
     keep_signing(&client, "vault/k", Duration::from_secs(10)).await;
+    // The backend's log lines (a plugin's, in time) reach the daemon's log asynchronously.
+    wait::for_log(&daemon, &["logged in to vault"], 2, Duration::from_secs(20)).await;
     let log = daemon.log();
-    let logins = log.matches("logged in to vault").count();
-    assert!(logins >= 2, "expected several logins, saw {logins}:\n{log}");
     assert!(!log.contains(&secret_id), "the secret id is in the log");
     drop(client);
     drop(daemon);
 
-    // A secret id file that others can read is refused, without showing the secret.
+    // A secret id file that others can read is refused, without showing the secret: the vault
+    // plugin does not start (keywardd serves on, saying why in its log).
     set_mode(&secret_file, 0o644);
-    let builder = DaemonBuilder::new().extra_toml(&bao.backend_toml("vault", &auth));
-    let output = builder.run_to_exit(Duration::from_secs(20));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        !output.status.success(),
-        "started with a 0644 secret id file"
-    );
-    assert!(text.contains("chmod 600"), "{text}");
+    let daemon = DaemonBuilder::new()
+        .extra_toml(&bao.backend_toml("vault", &auth))
+        .start()
+        .await;
+    let refused = wait::for_log(
+        &daemon,
+        &["plugin down", "cannot start the backend", "chmod 600"],
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(!refused.is_empty());
+    let text = daemon.log();
     assert!(!text.contains(&secret_id), "{text}");
+    drop(daemon);
 
     // A wrong secret id: the login is refused, and the error says so.
     let wrong = bao.secret_file("wrong-secret-id", "00000000-0000-0000-0000-000000000000");
@@ -285,7 +289,7 @@ async fn a_ci_job_logs_in_with_its_jwt() {
     let daemon = start(&bao, &auth("ci"), &[]).await;
     let client = daemon.client().await;
     keyward_tests::conformance::check_key(&client, "vault/k").await;
-    assert!(daemon.log().contains("logged in to vault"));
+    wait::for_log(&daemon, &["logged in to vault"], 1, Duration::from_secs(20)).await;
     assert!(!daemon.log().contains(&token), "the JWT is in the log");
     drop(client);
     drop(daemon);

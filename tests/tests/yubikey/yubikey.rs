@@ -16,11 +16,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use keyward_sdk::{Client, KeySpec, SignOptions};
-use keyward_tests::cli::{assert_cli_error, assert_ok};
+use keyward_tests::cli::{assert_cli_error, assert_cli_exit, assert_ok, exit};
 use keyward_tests::conformance::check_key;
 use keyward_tests::virtual_piv::{BACKEND, PIN, VirtualPiv};
 use keyward_tests::{
-    DaemonBuilder, TestDaemon, run_cli, run_cli_with_stdin, stderr_text, stdout_text, toml_string,
+    DaemonBuilder, TestDaemon, contains_word, run_cli, run_cli_with_stdin, stderr_text,
+    stdout_text, toml_string,
 };
 
 const SHIM_NOTE: &str =
@@ -179,7 +180,7 @@ async fn virtual_card_generate_list_sign_pin_and_reinsertion() {
         text.contains("rejected the PIN") && text.contains("retries left"),
         "{text}"
     );
-    assert!(!text.contains("654321"), "the PIN leaked: {text}");
+    assert!(!contains_word(&text, "654321"), "the PIN leaked: {text}");
     let retries_after_first = retries_in(&text);
     let second = client
         .sign_digest("yk-p256", &[1u8; 32], &SignOptions::default())
@@ -501,7 +502,7 @@ async fn virtual_card_unlock_with_ttl() {
     };
     // The first daemon's plugin must have let go of the card before the next one uses it.
     for plugin in first_plugins {
-        let gone = keyward_tests::plugins::poll(Duration::from_secs(20), || {
+        let gone = keyward_tests::wait::poll(Duration::from_secs(20), || {
             (!keyward_tests::plugins::is_alive(plugin.pid)).then_some(())
         })
         .await;
@@ -554,8 +555,10 @@ async fn virtual_card_unlock_with_ttl() {
         ["yubikey", "unlock", "--backend", BACKEND],
         b"654321\n",
     );
-    assert_cli_error(
+    // The card refused: PERMISSION_DENIED, the CLI's "refused" exit status.
+    assert_cli_exit(
         &out,
+        exit::REFUSED,
         "unlock with a wrong PIN",
         &["rejected the PIN", "retries left"],
     );
@@ -624,9 +627,12 @@ async fn virtual_card_unlock_with_ttl() {
     );
 
     // The PIN is in no log and no audit record; the unlocks are audited.
-    assert!(!daemon.log().contains(PIN), "the PIN is in the daemon log");
+    assert!(
+        !contains_word(&daemon.log(), PIN),
+        "the PIN is in the daemon log"
+    );
     let records = fs::read_to_string(&audit).expect("audit log");
-    assert!(!records.contains(PIN), "the PIN is in the audit log");
+    assert!(!contains_word(&records, PIN), "the PIN is in the audit log");
     let unlocks: Vec<&str> = records
         .lines()
         .filter(|l| l.contains("\"event\":\"unlock_backend\""))

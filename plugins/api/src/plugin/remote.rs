@@ -102,6 +102,27 @@ impl Backend for RemoteBackend {
         description_from_wire(response.into_inner())
     }
 
+    async fn canonical_reference(&self, reference: &str) -> Result<Option<String>, BackendError> {
+        let answer = self
+            .client
+            .clone()
+            .canonical_reference(wire::CanonicalReferenceRequest {
+                reference: reference.to_string(),
+            })
+            .await;
+        match answer {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                Ok(answer.found.then_some(answer.reference))
+            }
+            // A plugin without the call: every reference is its own spelling.
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                Ok(Some(reference.to_string()))
+            }
+            Err(status) => Err(status_to_backend_error(&status)),
+        }
+    }
+
     async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
         let input = match op {
             SignOp::Prehashed(prehashed) => {
