@@ -78,10 +78,7 @@ pub async fn run(args: ParsecArgs) -> Result<()> {
         .iter()
         .map(|p| {
             format!(
-                "[[backend]]\nname = \"parsec-{p}\"\ntype = \"external\"\ncommand = [{:?}]\nsocket = {:?}\nprovider = {p:?}\n",
-                std::env::current_exe()
-                    .map(|e| e.with_file_name("keyward-plugin-parsec").display().to_string())
-                    .unwrap_or_default(),
+                "[[backend]]\nname = \"parsec-{p}\"\ntype = \"parsec\"\nsocket = {:?}\nprovider = {p:?}\n",
                 args.socket.display().to_string(),
             )
         })

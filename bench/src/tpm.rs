@@ -151,10 +151,8 @@ pub async fn run(args: TpmArgs) -> Result<()> {
     let keys_dir = tempfile::Builder::new()
         .prefix("keyward-bench-tpm-keys-")
         .tempdir()?;
-    let plugin = std::env::current_exe()?.with_file_name("keyward-plugin-tpm");
     let backend = format!(
-        "[[backend]]\nname = \"tpm\"\ntype = \"external\"\ncommand = [{:?}]\npath = {:?}\ntcti = {:?}\n",
-        plugin.display().to_string(),
+        "[[backend]]\nname = \"tpm\"\ntype = \"tpm\"\npath = {:?}\ntcti = {:?}\n",
         keys_dir.path().display().to_string(),
         tcti,
     );

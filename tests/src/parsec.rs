@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::softhsm::{self, SoftHsm};
-use crate::swtpm::{Swtpm, plugin_type_lines};
+use crate::swtpm::Swtpm;
 use crate::toml_string;
 
 /// The environment variable `scripts/test` sets to the `parsec` binary.
@@ -170,9 +170,8 @@ user_pin = {pin}
     /// `provider` (`tpm`, `pkcs11`).
     pub fn backend_toml(&self, name: &str, provider: &str) -> String {
         format!(
-            "[[backend]]\nname = {}\n{}\nsocket = {}\nprovider = {}\n",
+            "[[backend]]\nname = {}\ntype = \"parsec\"\nsocket = {}\nprovider = {}\n",
             toml_string(name),
-            plugin_type_lines("parsec"),
             toml_string(self.socket().to_str().expect("UTF-8 path")),
             toml_string(provider),
         )

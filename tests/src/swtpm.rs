@@ -186,9 +186,8 @@ impl Swtpm {
     /// `keys`, plus `extra` lines.
     pub fn backend_toml(&self, name: &str, keys: &Path, extra: &str) -> String {
         format!(
-            "[[backend]]\nname = {}\n{}\npath = {}\ntcti = {}\n{extra}\n",
+            "[[backend]]\nname = {}\ntype = \"tpm\"\npath = {}\ntcti = {}\n{extra}\n",
             toml_string(name),
-            plugin_type_lines("tpm"),
             toml_string(keys.to_str().expect("UTF-8 temp path")),
             toml_string(self.tcti()),
         )
@@ -208,21 +207,6 @@ impl Drop for Swtpm {
             let _ = child.wait();
         }
     }
-}
-
-/// The lines that select the plugin of `backend_type` in a `[[backend]]` table.
-pub fn plugin_type_lines(backend_type: &str) -> String {
-    let binary = crate::binary(&format!("keyward-plugin-{backend_type}"));
-    format!(
-        "type = \"external\"\ncommand = [{}]",
-        toml_string(binary.to_str().expect("UTF-8 binary path"))
-    )
-}
-
-/// The `backend_type` keywardd reports for a backend configured with [`plugin_type_lines`].
-pub fn reported_type(backend_type: &str) -> &str {
-    let _ = backend_type;
-    "external"
 }
 
 /// A port `p` such that `p` and `p + 1` are free on 127.0.0.1 now.
