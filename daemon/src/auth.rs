@@ -1,9 +1,13 @@
 //! Who is calling: the peer credentials of the Unix socket connection (or, on the mutual-TLS
-//! listener, the client certificate), checked on every call; and who may manage keys.
+//! listener, the client certificate); who may use the agent, and who may manage keys.
+//!
+//! The decisions are made once per request, by the caller layer in front of the services
+//! ([`crate::grpc::layer`]), which puts the typed [`Caller`] (and for `KeyAdmin` the
+//! [`AdminVerdict`]) into the request; handlers take them from there.
 
 use std::fmt;
 
-use tonic::Request;
+use tonic::codegen::http::Extensions;
 use tonic::transport::server::UdsConnectInfo;
 
 use crate::error::AgentError;
@@ -104,67 +108,55 @@ impl Authenticator {
         }
     }
 
-    /// Who sent `request`, whether or not it may use the agent (for the audit log of a
-    /// refusal); `None` when the connection says nothing.
-    pub fn identify<T>(&self, request: &Request<T>) -> Option<Caller> {
-        if let Some(remote) = crate::tls::remote_caller(request) {
-            return remote.ok().map(Caller::Remote);
+    /// Who sent the request whose connection information is in `extensions`, whether or not
+    /// they may use the agent (for the audit log of a refusal). An error for a TLS connection
+    /// without a client certificate; `None` when the connection says nothing.
+    pub fn identify(&self, extensions: &Extensions) -> Option<Result<Caller, AgentError>> {
+        if let Some(remote) = crate::tls::remote_caller(extensions) {
+            return Some(remote.map(Caller::Remote));
         }
-        let cred = request
-            .extensions()
+        let cred = extensions
             .get::<UdsConnectInfo>()
             .and_then(|info| info.peer_cred)?;
-        Some(Caller::Local(LocalCaller {
+        Some(Ok(Caller::Local(LocalCaller {
             uid: cred.uid(),
             gid: cred.gid(),
             pid: cred.pid(),
-        }))
+        })))
     }
 
-    /// The caller of `request`, if the caller may use the agent.
-    pub fn check<T>(&self, request: &Request<T>) -> Result<Caller, AgentError> {
-        // A remote caller passed the TLS handshake with a certificate from client_ca; what it
-        // may do is up to the policies.
-        if let Some(remote) = crate::tls::remote_caller(request) {
-            return remote.map(Caller::Remote);
-        }
-        let caller = match self.identify(request) {
-            Some(Caller::Local(local)) => local,
-            Some(remote) => return Ok(remote),
-            None => {
-                return Err(AgentError::PermissionDenied(
-                    "cannot identify the caller: the connection carries no peer credentials".into(),
-                ));
-            }
+    /// Whether `caller` may use the agent at all. A remote caller passed the TLS handshake with
+    /// a certificate from client_ca; what it may do is up to the policies.
+    pub fn allow(&self, caller: &Caller) -> Result<(), AgentError> {
+        let Caller::Local(local) = caller else {
+            return Ok(());
         };
-        if caller.uid == self.own_uid || self.allowed.contains(&caller.uid) {
-            Ok(Caller::Local(caller))
-        } else {
-            tracing::warn!(uid = caller.uid, pid = ?caller.pid, "refused a caller whose uid is not allowed");
-            Err(AgentError::PermissionDenied(format!(
-                "permission denied: uid {} may not use this agent (it serves uid {}{}); add the uid to allow_uids in the daemon's config to allow it",
-                caller.uid,
-                self.own_uid,
-                if self.allowed.is_empty() {
-                    String::new()
-                } else {
-                    format!(" and {}", join(&self.allowed))
-                }
-            )))
+        if local.uid == self.own_uid || self.allowed.contains(&local.uid) {
+            return Ok(());
         }
+        tracing::warn!(uid = local.uid, pid = ?local.pid, "refused a caller whose uid is not allowed");
+        Err(AgentError::PermissionDenied(format!(
+            "permission denied: uid {} may not use this agent (it serves uid {}{}); add the uid to allow_uids in the daemon's config to allow it",
+            local.uid,
+            self.own_uid,
+            if self.allowed.is_empty() {
+                String::new()
+            } else {
+                format!(" and {}", join(&self.allowed))
+            }
+        )))
     }
 
-    /// Like [`Authenticator::check`], for `KeyAdmin` calls: only the daemon's uid and
-    /// `admin_uids` may create keys and attach certificates; remote callers never may.
-    pub fn check_admin<T>(&self, request: &Request<T>) -> Result<Caller, AgentError> {
-        let caller = self.check(request)?;
-        match &caller {
+    /// Whether `caller` (already allowed) may manage keys: only the daemon's uid and
+    /// `admin_uids`; remote callers never may.
+    pub fn admin(&self, caller: &Caller) -> AdminVerdict {
+        match caller {
             Caller::Local(local)
                 if local.uid == self.own_uid || self.admins.contains(&local.uid) =>
             {
-                Ok(caller)
+                Ok(AdminCaller(caller.clone()))
             }
-            Caller::Local(local) => Err(AgentError::PermissionDenied(format!(
+            Caller::Local(local) => Err(format!(
                 "permission denied: uid {} may not manage keys (KeyAdmin is limited to uid {}{}); add the uid to admin_uids in the daemon's config to allow it",
                 local.uid,
                 self.own_uid,
@@ -173,14 +165,30 @@ impl Authenticator {
                 } else {
                     format!(" and admin_uids {}", join(&self.admins))
                 }
-            ))),
-            Caller::Remote(remote) => Err(AgentError::PermissionDenied(format!(
+            )),
+            Caller::Remote(remote) => Err(format!(
                 "permission denied: KeyAdmin is not available to remote (mTLS) callers ({} asked); manage keys on the daemon's host",
                 remote.describe()
-            ))),
+            )),
         }
     }
 }
+
+/// A caller that may manage keys; only [`Authenticator::admin`] makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminCaller(Caller);
+
+impl AdminCaller {
+    /// The caller.
+    pub fn caller(&self) -> &Caller {
+        &self.0
+    }
+}
+
+/// The caller layer's decision on a `KeyAdmin` request: the admin, or why not (a
+/// `PERMISSION_DENIED` message; the handler records the refusal in the audit log with what the
+/// request asked for).
+pub type AdminVerdict = Result<AdminCaller, String>;
 
 fn join(uids: &[u32]) -> String {
     uids.iter()

@@ -1,10 +1,19 @@
-//! Making backend instances from `[[backend]]` tables: in the daemon (`isolation = "none"`) or
-//! as supervised plugin processes (`isolation = "process"`, and always for `type = "external"`).
-//! Each built-in backend type is behind a cargo feature of this crate.
+//! Making backend instances from `[[backend]]` tables.
+//!
+//! keywardd links one backend type, `local`, which runs in the daemon. Every other type is its
+//! own executable, `keyward-plugin-<type>` ([`crate::plugin_dir`]), run as a supervised child
+//! process ([`crate::plugin_host`]); `external` backends name their executable in `command`.
+//! This module knows no backend type but `local` (and `pkcs11` when keywardd is built with the
+//! `pkcs11-in-process` cargo feature, so that `isolation = "none"` can load a fast PKCS#11
+//! module into the daemon): adding a backend type touches no file of the daemon.
+//!
+//! Before a plugin starts (and for `--check-config`) its executable checks its own settings
+//! (`--check-settings`, [`crate::plugin_check`]): a bad setting is a config error at that
+//! setting's line, the answer names the environment variables the plugin needs.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use keyward_plugin_api::Backend;
@@ -12,139 +21,138 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::{BackendConfig, ConfigError, Isolation};
+use crate::deadline::Deadline;
+use crate::plugin_check::{Checked, base_env, check_settings};
+use crate::plugin_dir;
 use crate::plugin_host::{LaunchSpec, PluginBackend, check_executable};
 
-/// The backend types this build of keywardd knows, besides `external`.
-pub fn known_types() -> Vec<&'static str> {
-    [
-        #[cfg(feature = "local")]
+/// The backend types this keywardd runs inside itself.
+pub fn in_process_types() -> &'static [&'static str] {
+    &[
         "local",
-        #[cfg(feature = "pkcs11")]
+        #[cfg(feature = "pkcs11-in-process")]
         "pkcs11",
-        #[cfg(feature = "vault")]
-        "vault",
-        #[cfg(feature = "awskms")]
-        "awskms",
-        #[cfg(feature = "azurekv")]
-        "azurekv",
-        #[cfg(feature = "pgp")]
-        "pgp",
-        #[cfg(feature = "yubikey")]
-        "yubikey",
     ]
-    .into_iter()
-    .collect()
 }
 
-/// Where a backend type runs unless its config says otherwise. Backends that load C libraries
-/// or talk to card readers will default to `Process`.
+/// Where a backend type runs unless its config says otherwise: `local` in the daemon, every
+/// other type in its own process (C libraries, card readers and cloud SDKs must not be able to
+/// crash, hang or read the daemon).
 fn default_isolation(backend_type: &str) -> Isolation {
-    match backend_type {
-        // A PKCS#11 module is foreign C code that can crash or hang: keep it out of the daemon.
-        // A card reader (PC/SC) can hang or vanish mid-call: keep it out of the daemon too.
-        "external" | "pkcs11" | "yubikey" => Isolation::Process,
-        _ => Isolation::None,
+    if backend_type == "local" {
+        Isolation::None
+    } else {
+        Isolation::Process
     }
 }
 
-fn unknown_type(config: &BackendConfig) -> ConfigError {
-    config.error(format!(
-        "unknown backend type {:?}; this keywardd supports: {}, external",
-        config.backend_type,
-        known_types().join(", ")
-    ))
+/// How one backend will run, once its config has been checked.
+#[derive(Debug, Clone)]
+pub enum Plan {
+    /// In the daemon.
+    InProcess,
+    /// As a plugin process.
+    Process {
+        /// The executable, checked.
+        program: PathBuf,
+        /// Its arguments (`external` only).
+        args: Vec<String>,
+        /// Variables (or `PREFIX*` patterns) it needs from the daemon's environment, from its
+        /// `--check-settings` answer.
+        pass_env: Vec<String>,
+        /// Why its settings were not checked before the start, if they were not.
+        unchecked: Option<String>,
+    },
 }
 
-/// Checks a backend's settings without making it (no directory is created, no secret read).
-pub fn check(config: &BackendConfig) -> Result<(), ConfigError> {
-    match config.backend_type.as_str() {
-        #[cfg(feature = "local")]
-        "local" => config
-            .settings::<keyward_plugin_local::LocalSettings>()
-            .map(drop),
-        #[cfg(feature = "pkcs11")]
-        "pkcs11" => config
-            .settings::<keyward_plugin_pkcs11::Pkcs11Settings>()
-            .map(drop),
-        #[cfg(feature = "vault")]
-        "vault" => config
-            .settings::<keyward_plugin_vault::VaultSettings>()
-            .map(drop),
-        #[cfg(feature = "awskms")]
-        "awskms" => config
-            .settings::<keyward_plugin_awskms::AwsKmsSettings>()
-            .map(drop),
-        #[cfg(feature = "azurekv")]
-        "azurekv" => config
-            .settings::<keyward_plugin_azurekv::AzureKvSettings>()
-            .map(drop),
-        #[cfg(feature = "pgp")]
-        "pgp" => config
-            .settings::<keyward_plugin_pgp::PgpSettings>()
-            .map(drop),
-        #[cfg(feature = "yubikey")]
-        "yubikey" => config
-            .settings::<keyward_plugin_yubikey::YubikeySettings>()
-            .map(drop),
-        "external" => Ok(()),
-        _ => Err(unknown_type(config)),
+/// Checks a backend's config without making it: the isolation fits this build, an in-process
+/// backend's settings parse, a plugin's executable exists and is safe to run, and the plugin
+/// accepts its settings. Nothing is created and no secret is read.
+pub async fn check(config: &BackendConfig, plugin_dirs: &[PathBuf]) -> Result<Plan, ConfigError> {
+    let isolation = config
+        .isolation
+        .unwrap_or_else(|| default_isolation(&config.backend_type));
+    if isolation == Isolation::None {
+        return match config.backend_type.as_str() {
+            "local" => config
+                .settings::<keyward_plugin_local::LocalSettings>()
+                .map(|_| Plan::InProcess),
+            #[cfg(feature = "pkcs11-in-process")]
+            "pkcs11" => config
+                .settings::<keyward_plugin_pkcs11::Pkcs11Settings>()
+                .map(|_| Plan::InProcess),
+            other => Err(config.setting_error(
+                Some("isolation"),
+                format!(
+                    "keywardd runs only {} inside itself, not {other}; remove `isolation = \"none\"` to run it as a plugin process{}",
+                    in_process_types().join(" and "),
+                    if other == "pkcs11" {
+                        " (or build keywardd with the cargo feature `pkcs11-in-process`)"
+                    } else {
+                        ""
+                    }
+                ),
+            )),
+        };
     }
+    let (program, args) = match &config.command {
+        Some(command) => {
+            let (program, args) = command
+                .split_first()
+                .ok_or_else(|| config.setting_error(Some("command"), "empty `command`"))?;
+            (PathBuf::from(program), args.to_vec())
+        }
+        None => (
+            plugin_dir::find(&config.backend_type, plugin_dirs)
+                .map_err(|e| config.setting_error(Some("type"), e))?,
+            Vec::new(),
+        ),
+    };
+    let program = check_executable(&program).map_err(|e| {
+        let setting = if config.command.is_some() {
+            "command"
+        } else {
+            "type"
+        };
+        config.setting_error(Some(setting), e)
+    })?;
+    let (pass_env, unchecked) = match check_settings(config, &program, &args).await? {
+        Checked::Fine { env } => (env, None),
+        Checked::Unchecked(why) => (Vec::new(), Some(why)),
+    };
+    Ok(Plan::Process {
+        program,
+        args,
+        pass_env,
+        unchecked,
+    })
 }
 
-/// Makes a backend inside the daemon.
+/// Makes a backend inside the daemon; every call to it runs under the backend's `timeout`.
 fn build_in_process(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigError> {
-    match config.backend_type.as_str() {
-        #[cfg(feature = "local")]
+    let backend: Arc<dyn Backend> = match config.backend_type.as_str() {
         "local" => {
             let settings: keyward_plugin_local::LocalSettings = config.settings()?;
-            let backend =
-                keyward_plugin_local::LocalBackend::new(settings).map_err(|e| config.error(e))?;
-            Ok(Arc::new(backend))
+            Arc::new(
+                keyward_plugin_local::LocalBackend::new(settings).map_err(|e| config.error(e))?,
+            )
         }
-        #[cfg(feature = "pkcs11")]
+        #[cfg(feature = "pkcs11-in-process")]
         "pkcs11" => {
             let settings: keyward_plugin_pkcs11::Pkcs11Settings = config.settings()?;
-            let backend =
-                keyward_plugin_pkcs11::Pkcs11Backend::new(settings).map_err(|e| config.error(e))?;
-            Ok(Arc::new(backend))
+            Arc::new(
+                keyward_plugin_pkcs11::Pkcs11Backend::new(settings).map_err(|e| config.error(e))?,
+            )
         }
-        #[cfg(feature = "yubikey")]
-        "yubikey" => {
-            let settings: keyward_plugin_yubikey::YubikeySettings = config.settings()?;
-            let backend = keyward_plugin_yubikey::YubikeyBackend::new(settings)
-                .map_err(|e| config.error(e))?;
-            Ok(Arc::new(backend))
+        other => {
+            return Err(config.error(format!("backend type {other} cannot run in keywardd")));
         }
-        #[cfg(feature = "vault")]
-        "vault" => {
-            let settings: keyward_plugin_vault::VaultSettings = config.settings()?;
-            let backend =
-                keyward_plugin_vault::VaultBackend::new(settings).map_err(|e| config.error(e))?;
-            Ok(Arc::new(backend))
-        }
-        #[cfg(feature = "awskms")]
-        "awskms" => {
-            let settings: keyward_plugin_awskms::AwsKmsSettings = config.settings()?;
-            let backend =
-                keyward_plugin_awskms::AwsKmsBackend::new(settings).map_err(|e| config.error(e))?;
-            Ok(Arc::new(backend))
-        }
-        #[cfg(feature = "azurekv")]
-        "azurekv" => {
-            let settings: keyward_plugin_azurekv::AzureKvSettings = config.settings()?;
-            let backend = keyward_plugin_azurekv::AzureKvBackend::new(settings)
-                .map_err(|e| config.error(e))?;
-            Ok(Arc::new(backend))
-        }
-        #[cfg(feature = "pgp")]
-        "pgp" => {
-            let settings: keyward_plugin_pgp::PgpSettings = config.settings()?;
-            let backend =
-                keyward_plugin_pgp::PgpBackend::new(settings).map_err(|e| config.error(e))?;
-            Ok(Arc::new(backend))
-        }
-        _ => Err(unknown_type(config)),
-    }
+    };
+    Ok(Arc::new(Deadline::new(
+        &config.name,
+        config.timeout,
+        backend,
+    )))
 }
 
 /// What the daemon needs to run plugin processes.
@@ -152,8 +160,6 @@ fn build_in_process(config: &BackendConfig) -> Result<Arc<dyn Backend>, ConfigEr
 pub struct PluginContext {
     /// A private (0700) directory for plugin sockets.
     pub socket_dir: PathBuf,
-    /// Where the built-in `keyward-plugin-<type>` executables are (next to keywardd).
-    pub plugin_dir: PathBuf,
     /// Completes (turns true) when the daemon stops.
     pub stop: watch::Receiver<bool>,
 }
@@ -190,37 +196,51 @@ impl RunningPlugin {
     }
 }
 
-/// Whether two `[[backend]]` tables make the same backend (everything but where they were
-/// written down).
-fn same_backend(a: &BackendConfig, b: &BackendConfig) -> bool {
-    a.name == b.name
-        && a.backend_type == b.backend_type
-        && a.isolation == b.isolation
-        && a.timeout == b.timeout
-        && a.startup_timeout == b.startup_timeout
-        && a.health_interval == b.health_interval
-        && a.command == b.command
-        && a.env == b.env
-        && a.settings == b.settings
-}
-
 /// Makes the backends of `configs` that `previous` does not already run with the same table
 /// (all of them at start-up). The unchanged ones are left in `previous` to be taken over as
-/// they are: no plugin restart, no new login. On error, plugins started here are stopped.
+/// they are: no plugin restart, no new login. Every changed one is checked first, so a config
+/// error starts nothing; on a later error, plugins started here are stopped.
 pub async fn build_changed(
     configs: &[BackendConfig],
+    plugin_dirs: &[PathBuf],
     context: &PluginContext,
     previous: &BTreeMap<String, Running>,
 ) -> Result<BTreeMap<String, Running>, ConfigError> {
-    let mut built: BTreeMap<String, Running> = BTreeMap::new();
-    for config in configs {
-        if previous
-            .get(&config.name)
-            .is_some_and(|running| same_backend(&running.config, config))
-        {
-            continue;
+    let changed: Vec<&BackendConfig> = configs
+        .iter()
+        .filter(|config| {
+            !previous
+                .get(&config.name)
+                .is_some_and(|running| running.config.same_backend(config))
+        })
+        .collect();
+    // The checks run concurrently: each may start a plugin executable once (--check-settings).
+    let mut checks = tokio::task::JoinSet::new();
+    for (index, config) in changed.iter().enumerate() {
+        let (config, dirs) = ((*config).clone(), plugin_dirs.to_vec());
+        checks.spawn(async move { (index, check(&config, &dirs).await) });
+    }
+    let mut plans: Vec<Option<Plan>> = vec![None; changed.len()];
+    let mut first_error: Option<(usize, ConfigError)> = None;
+    while let Some(joined) = checks.join_next().await {
+        let (index, checked) =
+            joined.map_err(|e| changed[0].error(format!("internal error: a check failed: {e}")))?;
+        match checked {
+            Ok(plan) => plans[index] = Some(plan),
+            // Report the error of the first backend in config order.
+            Err(e) if first_error.as_ref().is_none_or(|(i, _)| index < *i) => {
+                first_error = Some((index, e))
+            }
+            Err(_) => {}
         }
-        match build_one(config, context) {
+    }
+    if let Some((_, e)) = first_error {
+        return Err(e);
+    }
+    let plans: Vec<Plan> = plans.into_iter().flatten().collect();
+    let mut built: BTreeMap<String, Running> = BTreeMap::new();
+    for (config, plan) in changed.into_iter().zip(plans) {
+        match build_one(config, plan, context) {
             Ok(running) => {
                 built.insert(config.name.clone(), running);
             }
@@ -242,82 +262,67 @@ pub async fn stop_all(backends: impl IntoIterator<Item = Running>) {
     }
 }
 
-fn build_one(config: &BackendConfig, context: &PluginContext) -> Result<Running, ConfigError> {
-    check(config)?;
-    let isolation = config
-        .isolation
-        .unwrap_or_else(|| default_isolation(&config.backend_type));
-    match isolation {
-        Isolation::None => Ok(Running {
+fn build_one(
+    config: &BackendConfig,
+    plan: Plan,
+    context: &PluginContext,
+) -> Result<Running, ConfigError> {
+    let Plan::Process {
+        program,
+        args,
+        pass_env,
+        unchecked,
+    } = plan
+    else {
+        return Ok(Running {
             config: config.clone(),
             backend: build_in_process(config)?,
             plugin: None,
-        }),
-        Isolation::Process => {
-            let spec = launch_spec(config, context)?;
-            // The plugin stops when the daemon stops or when a reload retires it.
-            let (stop, stop_rx) = watch::channel(false);
-            let stop = Arc::new(stop);
-            let forward = stop.clone();
-            let mut daemon_stop = context.stop.clone();
-            let mut own_stop = stop_rx.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = daemon_stop.wait_for(|s| *s) => { let _ = forward.send(true); }
-                    _ = own_stop.wait_for(|s| *s) => {}
-                }
-            });
-            let (handle, task) = PluginBackend::spawn(spec, stop_rx);
-            Ok(Running {
-                config: config.clone(),
-                backend: Arc::new(handle.clone()),
-                plugin: Some(RunningPlugin { handle, task, stop }),
-            })
-        }
-    }
-}
-
-fn launch_spec(config: &BackendConfig, context: &PluginContext) -> Result<LaunchSpec, ConfigError> {
-    let (program, args) = match &config.command {
-        Some(command) => {
-            let (program, args) = command
-                .split_first()
-                .ok_or_else(|| config.error("empty `command`"))?;
-            (PathBuf::from(program), args.to_vec())
-        }
-        None => (
-            context
-                .plugin_dir
-                .join(format!("keyward-plugin-{}", config.backend_type)),
-            Vec::new(),
-        ),
+        });
     };
-    let program = check_executable(&program).map_err(|e| config.error(e))?;
+    if let Some(why) = unchecked {
+        tracing::warn!(backend = %config.name, "settings not checked before the start: {why}");
+    }
     let settings_json = serde_json::to_vec(&config.settings)
         .map_err(|e| config.error(format!("cannot encode the settings: {e}")))?;
-    Ok(LaunchSpec {
+    let spec = LaunchSpec {
         name: config.name.clone(),
         backend_type: config.backend_type.clone(),
         program,
         args,
-        env: plugin_env(config),
+        env: plugin_env(config, &pass_env),
         settings_json,
         socket_dir: context.socket_dir.clone(),
         call_timeout: config.timeout,
         startup_timeout: config.startup_timeout,
         health_interval: config.health_interval,
+    };
+    // The plugin stops when the daemon stops or when a reload retires it.
+    let (stop, stop_rx) = watch::channel(false);
+    let stop = Arc::new(stop);
+    let forward = stop.clone();
+    let mut daemon_stop = context.stop.clone();
+    let mut own_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = daemon_stop.wait_for(|s| *s) => { let _ = forward.send(true); }
+            _ = own_stop.wait_for(|s| *s) => {}
+        }
+    });
+    let (handle, task) = PluginBackend::spawn(spec, stop_rx);
+    Ok(Running {
+        config: config.clone(),
+        backend: Arc::new(handle.clone()),
+        plugin: Some(RunningPlugin { handle, task, stop }),
     })
 }
 
 /// The plugin's whole environment: a fixed PATH, HOME, KEYWARD_LOG, the variables its `*_env`
-/// settings name and those its `env` list names. Nothing else of the daemon's environment.
-fn plugin_env(config: &BackendConfig) -> Vec<(OsString, OsString)> {
+/// settings name, those its `env` list names and those its check answer asked for (`pass_env`,
+/// names or `PREFIX*` patterns). Nothing else of the daemon's environment.
+fn plugin_env(config: &BackendConfig, pass_env: &[String]) -> Vec<(OsString, OsString)> {
     // CREDENTIALS_DIRECTORY: systemd credentials (`*_credential` settings) must reach plugins.
-    let mut names: Vec<String> = vec![
-        "HOME".into(),
-        "KEYWARD_LOG".into(),
-        "CREDENTIALS_DIRECTORY".into(),
-    ];
+    let mut names: Vec<String> = vec!["CREDENTIALS_DIRECTORY".into()];
     names.extend(
         config
             .settings
@@ -326,22 +331,26 @@ fn plugin_env(config: &BackendConfig) -> Vec<(OsString, OsString)> {
             .filter_map(|(_, value)| value.as_str().map(str::to_string)),
     );
     names.extend(config.env.iter().cloned());
-    let mut env = vec![(
-        OsString::from("PATH"),
-        OsString::from("/usr/local/bin:/usr/bin:/bin"),
-    )];
+    let mut env = base_env();
     for name in names {
-        if let Some(value) = std::env::var_os(&name) {
+        if let Some(value) = std::env::var_os(&name)
+            && !env.iter().any(|(have, _)| *have == *name)
+        {
             env.push((OsString::from(name), value));
         }
     }
+    let prefixes: Vec<&str> = pass_env
+        .iter()
+        .filter_map(|p| p.strip_suffix('*'))
+        .filter(|p| !p.is_empty())
+        .collect();
+    for (name, value) in std::env::vars_os() {
+        let Some(text) = name.to_str() else { continue };
+        let wanted = pass_env.iter().any(|p| p == text)
+            || prefixes.iter().any(|prefix| text.starts_with(prefix));
+        if wanted && !env.iter().any(|(have, _)| *have == name) {
+            env.push((name, value));
+        }
+    }
     env
-}
-
-/// The directory of the running keywardd, where `keyward-plugin-<type>` binaries live.
-pub fn default_plugin_dir() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|exe| exe.parent().map(Path::to_path_buf))
-        .unwrap_or_else(|| PathBuf::from("."))
 }

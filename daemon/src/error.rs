@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use keyward_plugin_api::BackendError;
 use keyward_plugin_api::verify::VerifyError;
+use keyward_plugin_api::{BackendError, status};
 use tonic::{Code, Status};
 
 /// Everything a request can fail with.
@@ -93,7 +93,9 @@ pub enum AgentError {
     Internal(String),
 }
 
-/// Maps an error to the status a client gets. This is the only place that chooses codes.
+/// Maps an error to the status a client gets. This is the only place that chooses codes; a
+/// backend's failure gets the code of its kind from the table both sides of the plugin
+/// protocol share ([`keyward_plugin_api::status::code_of`]).
 pub fn to_status(error: &AgentError) -> Status {
     let code = match error {
         AgentError::KeyNotFound { .. } | AgentError::BackendNotFound { .. } => Code::NotFound,
@@ -101,51 +103,26 @@ pub fn to_status(error: &AgentError) -> Status {
         AgentError::InvalidArgument(_) => Code::InvalidArgument,
         AgentError::PermissionDenied(_) => Code::PermissionDenied,
         AgentError::FailedPrecondition(_) => Code::FailedPrecondition,
-        AgentError::Backend { source, .. } | AgentError::BackendCall { source, .. } => match source
-        {
-            BackendError::NotFound(_) => Code::NotFound,
-            BackendError::Unsupported(_) => Code::Unimplemented,
-            BackendError::InvalidInput(_) => Code::InvalidArgument,
-            BackendError::PermissionDenied(_) => Code::PermissionDenied,
-            BackendError::Unavailable { .. } => Code::Unavailable,
-            BackendError::Timeout(_) => Code::DeadlineExceeded,
-            _ => Code::Internal,
-        },
+        AgentError::Backend { source, .. } | AgentError::BackendCall { source, .. } => {
+            status::code_of(source)
+        }
         AgentError::RateLimited { .. } => Code::ResourceExhausted,
         AgentError::AuditUnavailable(_) => Code::Unavailable,
         AgentError::Reloaded => Code::Aborted,
         AgentError::BadSignature { .. } | AgentError::Internal(_) => Code::Internal,
     };
     let mut status = Status::new(code, error.to_string());
-    if let AgentError::Backend {
-        source:
-            BackendError::Unavailable {
-                retry_after: Some(after),
-                ..
-            },
-        ..
-    }
-    | AgentError::BackendCall {
-        source:
-            BackendError::Unavailable {
-                retry_after: Some(after),
-                ..
-            },
-        ..
-    } = error
-    {
-        set_retry_after(&mut status, *after);
-    }
-    if let AgentError::RateLimited { retry_after, .. } = error {
-        set_retry_after(&mut status, *retry_after);
+    let retry_after = match error {
+        AgentError::Backend { source, .. } | AgentError::BackendCall { source, .. } => {
+            status::retry_after_of(source)
+        }
+        AgentError::RateLimited { retry_after, .. } => Some(*retry_after),
+        _ => None,
+    };
+    if let Some(after) = retry_after {
+        status::set_retry_after(&mut status, after);
     }
     status
-}
-
-fn set_retry_after(status: &mut Status, after: Duration) {
-    if let Ok(value) = after.as_millis().to_string().parse() {
-        status.metadata_mut().insert("retry-after-ms", value);
-    }
 }
 
 impl From<AgentError> for Status {

@@ -32,7 +32,8 @@ struct Args {
     /// Log format
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
-    /// Check the config's syntax and settings, then exit (creates nothing, reads no secret)
+    /// Check the config's syntax and every backend's settings (each plugin checks its own),
+    /// then exit: 0 when fine, 2 on an error (creates nothing, reads no secret)
     #[arg(long)]
     check_config: bool,
 }
@@ -52,12 +53,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!(
-            "config OK: {} backend(s), {} key(s)",
-            config.backends.len(),
-            config.keys.len()
-        );
-        return ExitCode::SUCCESS;
+        return check_config(&config);
     }
     // Before any backend reads a key, PIN or passphrase.
     keyward_daemon::hardening::Hardening::apply().log();
@@ -77,12 +73,61 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            tracing::error!("{message}");
-            eprintln!("keywardd: error: {message}");
-            ExitCode::FAILURE
+        Err(error) => {
+            tracing::error!("{error}");
+            eprintln!("keywardd: error: {error}");
+            match error {
+                // A config error exits 2 whether the parser or a backend's plugin found it.
+                server::DaemonError::Config(_) => ExitCode::from(2),
+                server::DaemonError::Failed(_) => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// `--check-config`: every backend's settings checked by the backend itself (its plugin's
+/// `--check-settings`, or the settings type of an in-process backend), every plugin executable
+/// found. Prints every error (exit 2) or a summary (exit 0). Creates nothing, reads no secret.
+fn check_config(config: &config::Config) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("keywardd: error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let plugin_dirs = keyward_daemon::plugin_dir::search_dirs(config.plugin_dir.as_deref());
+    let mut errors = 0;
+    for backend in &config.backends {
+        match runtime.block_on(keyward_daemon::backends::check(backend, &plugin_dirs)) {
+            Ok(keyward_daemon::backends::Plan::Process {
+                program,
+                unchecked: Some(why),
+                ..
+            }) => println!(
+                "backend {:?}: {} will run; its settings were not checked: {why}",
+                backend.name,
+                program.display()
+            ),
+            Ok(_) => {}
+            Err(error) => {
+                errors += 1;
+                eprintln!("keywardd: error: {error}");
+            }
+        }
+    }
+    if errors > 0 {
+        return ExitCode::from(2);
+    }
+    println!(
+        "config OK: {} backend(s), {} key(s)",
+        config.backends.len(),
+        config.keys.len()
+    );
+    ExitCode::SUCCESS
 }
 
 fn load_config(args: &Args) -> Result<config::Config, String> {
@@ -104,13 +149,7 @@ fn load_config(args: &Args) -> Result<config::Config, String> {
     let overrides = Overrides {
         socket: args.socket.clone(),
     };
-    let config = config::parse(&source, &overrides).map_err(|e| e.to_string())?;
-    if args.check_config {
-        for backend in &config.backends {
-            keyward_daemon::backends::check(backend).map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(config)
+    config::parse(&source, &overrides).map_err(|e| e.to_string())
 }
 
 fn init_logging(format: &str) {

@@ -26,9 +26,7 @@ use async_trait::async_trait;
 use keyward_plugin_api::plugin::{
     ENV_NAME, ENV_PROTOCOL, ENV_SOCKET, HANDSHAKE_LINE, RemoteBackend,
 };
-use keyward_plugin_api::{
-    Backend, BackendError, KeyDescription, KeySpec, SignInput, Signature, SignatureAlgorithm,
-};
+use keyward_plugin_api::{Backend, BackendError, KeyDescription, KeySpec, SignOp, Signature};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, watch};
@@ -273,13 +271,13 @@ impl Backend for PluginBackend {
             .await
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
-        self.call(|remote| async move { remote.sign(reference, algorithm, input).await })
+    async fn canonical_reference(&self, reference: &str) -> Result<Option<String>, BackendError> {
+        self.call(|remote| async move { remote.canonical_reference(reference).await })
+            .await
+    }
+
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
+        self.call(|remote| async move { remote.sign(reference, op).await })
             .await
     }
 

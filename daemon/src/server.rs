@@ -13,16 +13,37 @@ use keyward_proto::v1::signer_server::SignerServer;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
 use tonic::transport::Server;
+use tower::Layer;
 
-use crate::admin::AdminService;
 use crate::audit::Auditor;
 use crate::auth::Authenticator;
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::grpc::admin::AdminService;
+use crate::grpc::layer::{CallerLayer, CallerService};
+use crate::grpc::signer::SignerService;
+use crate::keys::Registry;
 use crate::policy::Policies;
-use crate::registry::Registry;
 use crate::reload::{self, Swappable};
-use crate::signer::SignerService;
-use crate::{backends, paths, transport};
+use crate::signing::SigningCore;
+use crate::{backends, paths, plugin_dir, transport};
+
+/// Why the daemon could not run: a config error (exit status 2, like every config error) or
+/// anything else (exit status 1).
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config is wrong: a backend setting a plugin refused, a plugin that is not installed.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The daemon failed (a socket it cannot bind, a state directory it cannot read).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<String> for DaemonError {
+    fn from(message: String) -> Self {
+        DaemonError::Failed(message)
+    }
+}
 
 /// Longest message a client may send (an Ed25519 message is sent whole).
 const MAX_REQUEST_BYTES: usize = 64 << 20;
@@ -112,7 +133,10 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
 
 /// Runs the daemon until `shutdown` completes, then drains in-flight requests (up to 30 s),
 /// removes the socket and returns. The config is never reloaded.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), String> {
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
     let (_reload_tx, reloads) = mpsc::channel(1);
     run_with_reload(config, shutdown, reloads).await
 }
@@ -123,7 +147,7 @@ pub async fn run_with_reload(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
     reloads: mpsc::Receiver<Result<Config, String>>,
-) -> Result<(), String> {
+) -> Result<(), DaemonError> {
     // Plugin sockets live in a fresh private directory (0700), removed when the daemon exits.
     let plugin_sockets = tempfile::Builder::new()
         .prefix("keyward-plugins-")
@@ -132,19 +156,21 @@ pub async fn run_with_reload(
     let (stop_plugins, plugins_stop) = tokio::sync::watch::channel(false);
     let context = backends::PluginContext {
         socket_dir: plugin_sockets.path().to_path_buf(),
-        plugin_dir: backends::default_plugin_dir(),
         stop: plugins_stop,
     };
-    let running = backends::build_changed(&config.backends, &context, &BTreeMap::new())
-        .await
-        .map_err(|e| e.to_string())?;
+    let plugin_dirs = plugin_dir::search_dirs(config.plugin_dir.as_deref());
+    let running =
+        backends::build_changed(&config.backends, &plugin_dirs, &context, &BTreeMap::new()).await?;
     let mut daemon = Daemon {
         config,
         context,
         running,
         retiring: Vec::new(),
     };
-    let result = daemon.serve(shutdown, reloads).await;
+    let result = daemon
+        .serve(shutdown, reloads)
+        .await
+        .map_err(DaemonError::Failed);
     // Stop the plugins after the last request has drained.
     let _ = stop_plugins.send(true);
     backends::stop_all(std::mem::take(&mut daemon.running).into_values()).await;
@@ -168,8 +194,8 @@ struct Daemon {
 /// What serves one generation of the config.
 struct Generation {
     registry: Arc<Registry>,
-    signer: SignerServer<SignerService>,
-    admin: KeyAdminServer<AdminService>,
+    signer: CallerService<SignerServer<SignerService>>,
+    admin: CallerService<KeyAdminServer<AdminService>>,
 }
 
 impl Daemon {
@@ -191,20 +217,21 @@ impl Daemon {
 
     fn generation(&self, registry: Arc<Registry>, audit: &Auditor) -> Generation {
         let config = &self.config;
-        let auth = Authenticator::new(
+        let auth = Arc::new(Authenticator::new(
             rustix::process::getuid().as_raw(),
             config.allow_uids.clone(),
             config.admin_uids.clone(),
-        );
+        ));
         let policies = Arc::new(Policies::from_config(config));
-        let signer = SignerServer::new(SignerService::new(
-            registry.clone(),
-            auth.clone(),
-            policies,
-            audit.clone(),
-        ))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
-        let admin = KeyAdminServer::new(AdminService::new(registry.clone(), auth, audit.clone()));
+        let core = SigningCore::new(registry.clone(), policies, audit.clone());
+        // The caller layer authenticates every RPC of both services (grpc/layer.rs).
+        let signer = CallerLayer::signer(auth.clone(), audit.clone()).layer(
+            SignerServer::new(SignerService::new(core))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        );
+        let admin = CallerLayer::admin(auth, audit.clone()).layer(KeyAdminServer::new(
+            AdminService::new(registry.clone(), audit.clone()),
+        ));
         Generation {
             registry,
             signer,
@@ -357,9 +384,11 @@ impl Daemon {
         }
         // No key creation or chain attachment may run while the state is read again.
         let _admin = current.registry.admin_lock().await;
-        let fresh = backends::build_changed(&new.backends, &self.context, &self.running)
-            .await
-            .map_err(|e| e.to_string())?;
+        let plugin_dirs = plugin_dir::search_dirs(new.plugin_dir.as_deref());
+        let fresh =
+            backends::build_changed(&new.backends, &plugin_dirs, &self.context, &self.running)
+                .await
+                .map_err(|e| e.to_string())?;
         Self::wait_plugins(fresh.values()).await;
         let mut map: BTreeMap<String, Arc<dyn keyward_plugin_api::Backend>> = BTreeMap::new();
         for backend in &new.backends {

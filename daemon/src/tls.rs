@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use tonic::Request;
+use tonic::codegen::http::Extensions;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
@@ -121,10 +121,8 @@ impl TlsConfig {
 
 /// The remote caller of a request that came over the TLS listener (`None` for other
 /// transports): its certificate's identities, or an error when it presented none.
-pub fn remote_caller<T>(request: &Request<T>) -> Option<Result<RemoteCaller, AgentError>> {
-    let info = request
-        .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
+pub fn remote_caller(extensions: &Extensions) -> Option<Result<RemoteCaller, AgentError>> {
+    let info = extensions.get::<TlsConnectInfo<TcpConnectInfo>>()?;
     let address = info.get_ref().remote_addr();
     let leaf = info.peer_certs().and_then(|certs| certs.first().cloned());
     Some(match leaf {

@@ -24,8 +24,6 @@
 
 use std::sync::Mutex;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 pub use rcgen;
 use rcgen::{PublicKeyData, SigningKey};
 use spki::SubjectPublicKeyInfoRef;
@@ -191,55 +189,27 @@ impl SigningKey for AgentKey {
 
 /// PEM text of DER certificates, in order.
 pub fn chain_to_pem(chain: &[Vec<u8>]) -> String {
-    let mut text = String::new();
-    for der in chain {
-        text.push_str("-----BEGIN CERTIFICATE-----\n");
-        let encoded = STANDARD.encode(der);
-        for line in encoded.as_bytes().chunks(64) {
-            text.push_str(&String::from_utf8_lossy(line));
-            text.push('\n');
-        }
-        text.push_str("-----END CERTIFICATE-----\n");
-    }
-    text
+    let lf = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    chain
+        .iter()
+        .map(|der| pem::encode_config(&pem::Pem::new("CERTIFICATE", der.clone()), lf))
+        .collect()
 }
 
 /// The DER certificates of a PEM bundle, in order; other PEM blocks are an error.
-pub fn pem_to_chain(pem: &str) -> Result<Vec<Vec<u8>>, Error> {
-    let mut chain = Vec::new();
-    let mut rest = pem;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + "-----BEGIN ".len()..];
-        let label_end = after
-            .find("-----")
-            .ok_or_else(|| Error::InvalidInput("a PEM header is not closed".into()))?;
-        let label = &after[..label_end];
-        if label != "CERTIFICATE" {
+pub fn pem_to_chain(text: &str) -> Result<Vec<Vec<u8>>, Error> {
+    let blocks = pem::parse_many(text)
+        .map_err(|e| Error::InvalidInput(format!("the PEM text cannot be read ({e})")))?;
+    let mut chain = Vec::with_capacity(blocks.len());
+    for (number, block) in blocks.into_iter().enumerate() {
+        if block.tag() != "CERTIFICATE" {
             return Err(Error::InvalidInput(format!(
-                "PEM block {} is a {label:?}, not a CERTIFICATE",
-                chain.len() + 1
+                "PEM block {} is a {:?}, not a CERTIFICATE",
+                number + 1,
+                block.tag()
             )));
         }
-        let body_start = &after[label_end + 5..];
-        let end_marker = "-----END CERTIFICATE-----";
-        let end = body_start.find(end_marker).ok_or_else(|| {
-            Error::InvalidInput(format!(
-                "PEM block {} has no END CERTIFICATE line",
-                chain.len() + 1
-            ))
-        })?;
-        let body: String = body_start[..end]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        let der = STANDARD.decode(body).map_err(|e| {
-            Error::InvalidInput(format!(
-                "PEM block {} is not valid base64 ({e})",
-                chain.len() + 1
-            ))
-        })?;
-        chain.push(der);
-        rest = &body_start[end + end_marker.len()..];
+        chain.push(block.into_contents());
     }
     if chain.is_empty() {
         return Err(Error::InvalidInput(

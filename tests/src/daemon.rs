@@ -22,6 +22,7 @@ const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Everything needed to start `keywardd` again in the same directory.
 #[derive(Debug, Clone)]
 struct Launch {
+    program: PathBuf,
     dir: PathBuf,
     config_path: PathBuf,
     log_path: PathBuf,
@@ -32,7 +33,7 @@ struct Launch {
 
 impl Launch {
     fn command(&self) -> Command {
-        let mut command = Command::new(binary("keywardd"));
+        let mut command = Command::new(&self.program);
         command
             .arg("--config")
             .arg(&self.config_path)
@@ -96,6 +97,7 @@ pub struct DaemonBuilder {
     full_config: Option<String>,
     env: Vec<(String, Option<String>)>,
     args: Vec<OsString>,
+    program: Option<PathBuf>,
 }
 
 impl Default for DaemonBuilder {
@@ -119,7 +121,15 @@ impl DaemonBuilder {
             full_config: None,
             env: Vec::new(),
             args: Vec::new(),
+            program: None,
         }
+    }
+
+    /// Runs this `keywardd` executable instead of the workspace's (e.g. one built with other
+    /// cargo features, from [`crate::peers::Peer::KeywarddPkcs11InProcess`]).
+    pub fn program(mut self, program: PathBuf) -> Self {
+        self.program = Some(program);
+        self
     }
 
     /// The directory the daemon will run in (exists already; prepare files here).
@@ -207,8 +217,10 @@ impl DaemonBuilder {
             fs::create_dir_all(&path).expect("create XDG directory");
             set_mode(&path, 0o700);
         }
+        let socket = self.socket(&config);
         let launch = Launch {
-            socket: self.socket(&config),
+            program: self.program.unwrap_or_else(|| binary("keywardd")),
+            socket,
             log_path: dir.join("keywardd.log"),
             config_path,
             dir,

@@ -35,6 +35,10 @@ pub enum Peer {
     Gpg,
     /// Sequoia's `sq`.
     Sq,
+    /// A `keywardd` built with the cargo feature `pkcs11-in-process` (so that
+    /// `isolation = "none"` loads a PKCS#11 module into it), as `keywardd-pkcs11-in-process`
+    /// next to the workspace's `keywardd`.
+    KeywarddPkcs11InProcess,
     /// The `cosign` CLI ([`crate::cosign::COSIGN_ENV`]).
     Cosign,
     /// The Go toolchain's `go`, for the Go SDK's end-to-end tests.
@@ -54,6 +58,9 @@ pub enum Peer {
     /// class path (`KEYWARD_TEST_GRPC_JAVA_CLASSPATH`).
     GrpcJava,
 }
+
+/// The file name of [`Peer::KeywarddPkcs11InProcess`].
+pub const KEYWARDD_PKCS11_IN_PROCESS: &str = "keywardd-pkcs11-in-process";
 
 impl Peer {
     /// Where the peer is, or why it is not there.
@@ -134,6 +141,17 @@ impl Peer {
             Peer::Go => on_path("go").ok_or_else(|| "go is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
+            Peer::KeywarddPkcs11InProcess => {
+                let path = crate::binary("keywardd").with_file_name(KEYWARDD_PKCS11_IN_PROCESS);
+                if path.is_file() {
+                    Ok(path)
+                } else {
+                    Err(format!(
+                        "no keywardd built with the cargo feature pkcs11-in-process ({} is missing)",
+                        path.display()
+                    ))
+                }
+            }
             Peer::PythonGrpcTools => {
                 let python = from_env_or(crate::plugins::PYTHON_ENV, || {
                     Some(home().join(".cache/keyward/venv/bin/python3")).filter(|p| p.is_file())
@@ -206,6 +224,11 @@ impl Peer {
             }
             Peer::Registry => "`scripts/test notary` installs it (Debian docker-registry)",
             Peer::Gpg | Peer::Sq => "`scripts/test pgp` installs them (Debian gnupg, sq)",
+            Peer::KeywarddPkcs11InProcess => {
+                "`scripts/test pkcs11` builds it (cargo build --workspace --bins --features \
+                 keyward-daemon/pkcs11-in-process, the keywardd copied to \
+                 keywardd-pkcs11-in-process)"
+            }
             Peer::Cosign => {
                 "`scripts/test cosign` builds cosign v2.6.5 from the Go module proxy and sets \
                  KEYWARD_TEST_COSIGN"

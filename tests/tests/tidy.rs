@@ -1,7 +1,10 @@
 //! The dependency rules of ARCHITECTURE.md, checked on the real `Cargo.toml` files:
 //! a plugin depends on keyward-plugin-api alone (never the daemon or another plugin), the CLI
 //! on the SDK (and proto) alone, the SDK and plugin-api on proto alone, the PKCS#11 module on
-//! the SDK (and proto) alone; and `unsafe` nowhere but in the PKCS#11 module's `ffi` module.
+//! the SDK (and proto) alone; `unsafe` nowhere but in the PKCS#11 module's `ffi` module; the
+//! daemon links no backend but `local` (and `pkcs11` only as an optional dependency behind the
+//! off-by-default `pkcs11-in-process` feature); every plugin crate has a `keyward-plugin-<type>`
+//! binary.
 
 use std::path::{Path, PathBuf};
 
@@ -13,6 +16,15 @@ fn allowed_keyward_deps(folder: &str) -> Option<&'static [&'static str]> {
         "sdk" => &["keyward-proto"],
         "cli" => &["keyward-sdk", "keyward-proto"],
         "pkcs11-module" => &["keyward-sdk", "keyward-proto"],
+        // keyward-plugin-pkcs11 is allowed only as daemon_violations says; keyward-sdk only for
+        // its tests.
+        "daemon" => &[
+            "keyward-proto",
+            "keyward-plugin-api",
+            "keyward-plugin-local",
+            "keyward-plugin-pkcs11",
+            "keyward-sdk",
+        ],
         f if f.starts_with("plugins/") => &["keyward-plugin-api"],
         _ => return None,
     })
@@ -123,6 +135,130 @@ fn every_crate_inherits_the_workspace_lints() {
             "{folder}/Cargo.toml lacks `[lints] workspace = true`"
         );
     }
+}
+
+/// What breaks the daemon's rule: it links `local` and the plugin host; `pkcs11` only as an
+/// optional dependency that the `pkcs11-in-process` feature alone enables and no default
+/// feature turns on; the SDK only for its tests.
+fn daemon_violations(manifest: &str) -> Vec<String> {
+    let manifest: toml::Table = toml::from_str(manifest).expect("a valid Cargo.toml");
+    let mut bad = Vec::new();
+    let empty = toml::Table::new();
+    let deps = manifest
+        .get("dependencies")
+        .and_then(|d| d.as_table())
+        .unwrap_or(&empty);
+    for (name, spec) in deps {
+        let package = spec.get("package").and_then(|p| p.as_str()).unwrap_or(name);
+        let optional = spec.get("optional").and_then(|o| o.as_bool()) == Some(true);
+        match package {
+            "keyward-proto" | "keyward-plugin-api" | "keyward-plugin-local" => {}
+            "keyward-plugin-pkcs11" if optional => {}
+            "keyward-plugin-pkcs11" => bad.push(
+                "daemon: keyward-plugin-pkcs11 must be optional (feature pkcs11-in-process)".into(),
+            ),
+            other if other.starts_with("keyward-") => {
+                bad.push(format!("daemon: [dependencies] {other}"))
+            }
+            _ => {}
+        }
+    }
+    let features = manifest
+        .get("features")
+        .and_then(|f| f.as_table())
+        .unwrap_or(&empty);
+    for (feature, enables) in features {
+        let enables: Vec<&str> = enables
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let links_pkcs11 = enables.iter().any(|e| e.contains("keyward-plugin-pkcs11"));
+        if links_pkcs11 && feature != "pkcs11-in-process" {
+            bad.push(format!(
+                "daemon: feature {feature} links keyward-plugin-pkcs11"
+            ));
+        }
+        if feature == "default" && enables.contains(&"pkcs11-in-process") {
+            bad.push("daemon: pkcs11-in-process is on by default".into());
+        }
+    }
+    bad
+}
+
+#[test]
+fn the_daemon_links_no_backend_but_local() {
+    let root = workspace_root();
+    let manifest = std::fs::read_to_string(root.join("daemon/Cargo.toml")).unwrap();
+    let bad = daemon_violations(&manifest);
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    let dev_only = manifest
+        .split("[dev-dependencies]")
+        .next()
+        .is_some_and(|before| !before.contains("keyward-sdk"));
+    assert!(dev_only, "daemon: keyward-sdk outside [dev-dependencies]");
+
+    let checks = [
+        ("[dependencies]\nkeyward-plugin-vault = \"0.1\"\n", 1),
+        ("[dependencies]\nkeyward-plugin-pkcs11 = \"0.1\"\n", 1),
+        (
+            "[dependencies]\nkeyward-plugin-pkcs11 = { version = \"0.1\", optional = true }\n\
+             [features]\ndefault = [\"pkcs11-in-process\"]\npkcs11-in-process = [\"dep:keyward-plugin-pkcs11\"]\n",
+            1,
+        ),
+        (
+            "[dependencies]\nkeyward-plugin-pkcs11 = { version = \"0.1\", optional = true }\n\
+             [features]\nhsm = [\"dep:keyward-plugin-pkcs11\"]\n",
+            1,
+        ),
+        (
+            "[dependencies]\nkeyward-plugin-local = \"0.1\"\nkeyward-plugin-pkcs11 = { version = \"0.1\", optional = true }\n\
+             [features]\npkcs11-in-process = [\"dep:keyward-plugin-pkcs11\"]\n",
+            0,
+        ),
+    ];
+    for (manifest, errors) in checks {
+        assert_eq!(daemon_violations(manifest).len(), errors, "{manifest}");
+    }
+}
+
+#[test]
+fn every_plugin_crate_has_its_plugin_binary() {
+    let root = workspace_root();
+    let mut plugins = 0;
+    for folder in crate_folders(&root) {
+        if !folder.starts_with("plugins/") || folder == "plugins/api" {
+            continue;
+        }
+        let manifest: toml::Table = toml::from_str(
+            &std::fs::read_to_string(root.join(&folder).join("Cargo.toml")).unwrap(),
+        )
+        .unwrap();
+        let package = manifest["package"]["name"].as_str().unwrap().to_string();
+        assert!(
+            package.starts_with("keyward-plugin-"),
+            "{folder}: a plugin crate is named keyward-plugin-<type>, not {package}"
+        );
+        let bin = manifest
+            .get("bin")
+            .and_then(|b| b.as_array())
+            .into_iter()
+            .flatten()
+            .find(|b| b.get("name").and_then(|n| n.as_str()) == Some(package.as_str()));
+        let path = bin
+            .and_then(|b| b.get("path").and_then(|p| p.as_str()))
+            .unwrap_or_else(|| panic!("{folder}: no [[bin]] named {package}"));
+        assert!(
+            root.join(&folder).join(path).is_file(),
+            "{folder}: the {package} binary's source {path} is missing"
+        );
+        plugins += 1;
+    }
+    assert!(
+        plugins >= 7,
+        "expected at least 7 plugin crates, found {plugins}"
+    );
 }
 
 #[test]

@@ -27,6 +27,7 @@
 
 mod rules;
 
+use keyward_plugin_api::pemfile;
 use openssl::pkey::{PKey, Public};
 use openssl::x509::X509;
 use rules::{check_ca, check_leaf, check_signature_algorithm};
@@ -48,44 +49,11 @@ pub enum ChainError {
 /// Most certificates a chain may have.
 const MAX_CHAIN_LEN: usize = 10;
 
-/// Splits a PEM bundle into DER certificates, in order. Text outside the PEM blocks is ignored;
-/// a block that is not a certificate is an error.
+/// Splits a PEM bundle into DER certificates, in order (plugin-api's one PEM reader). Text
+/// outside the PEM blocks is ignored; a block that is not a certificate is an error.
 pub fn parse_pem_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
-    let mut chain = Vec::new();
-    let mut cursor = std::io::Cursor::new(pem);
-    loop {
-        let remaining = &pem[cursor.position() as usize..];
-        if !remaining
-            .windows(b"-----BEGIN".len())
-            .any(|w| w == b"-----BEGIN")
-        {
-            break;
-        }
-        match x509_parser::pem::Pem::read(&mut cursor) {
-            Ok((block, _)) => {
-                if block.label != "CERTIFICATE" {
-                    return Err(ChainError::Invalid(format!(
-                        "PEM block {} is a {:?}, not a CERTIFICATE; give only certificates, leaf first",
-                        chain.len() + 1,
-                        block.label
-                    )));
-                }
-                chain.push(block.contents);
-            }
-            Err(e) => {
-                return Err(ChainError::Invalid(format!(
-                    "PEM block {} cannot be read ({e}); give certificates as PEM, leaf first",
-                    chain.len() + 1
-                )));
-            }
-        }
-    }
-    if chain.is_empty() {
-        return Err(ChainError::Invalid(
-            "no certificate found: give a PEM bundle (-----BEGIN CERTIFICATE-----), leaf first"
-                .into(),
-        ));
-    }
+    let chain =
+        pemfile::certificates(pem).map_err(|e| ChainError::Invalid(format!("{e}, leaf first")))?;
     if chain.len() > MAX_CHAIN_LEN {
         return Err(ChainError::Invalid(format!(
             "the chain has {} certificates; at most {MAX_CHAIN_LEN} are accepted",
@@ -97,15 +65,7 @@ pub fn parse_pem_bundle(pem: &[u8]) -> Result<Vec<Vec<u8>>, ChainError> {
 
 /// Writes a chain as a PEM bundle.
 pub fn to_pem(chain: &[Vec<u8>]) -> String {
-    let mut text = String::new();
-    for der in chain {
-        if let Ok(cert) = X509::from_der(der)
-            && let Ok(pem) = cert.to_pem()
-        {
-            text.push_str(&String::from_utf8_lossy(&pem));
-        }
-    }
-    text
+    pemfile::encode_certificates(chain)
 }
 
 /// One certificate, parsed both ways.

@@ -62,7 +62,47 @@ def generate_code(proto_dir):
     sys.path.insert(0, out)
 
 
+SETTINGS = {
+    "key_name": str,
+    "key_file": str,
+    "proto_dir": str,
+    "sign_delay_seconds": (int, float),
+}
+
+
+def settings_problem(settings):
+    """(setting, message) for the first bad setting, or None: what --check-settings reports."""
+    if not isinstance(settings, dict):
+        return None, "the settings must be a JSON object"
+    for key, value in settings.items():
+        if key not in SETTINGS:
+            return key, f"unknown setting `{key}`; this plugin takes {', '.join(SETTINGS)}"
+        if not isinstance(value, SETTINGS[key]) or isinstance(value, bool):
+            return key, f"`{key}` has the wrong type ({type(value).__name__})"
+    return None
+
+
+def check_settings():
+    """`--check-settings`: keywardd runs this before starting the plugin (docs/plugins.md).
+    One JSON line on stdout; exit 0 for good settings, 2 for a bad one. Nothing is created."""
+    try:
+        problem = settings_problem(json.loads(sys.stdin.read() or "{}"))
+    except ValueError as e:
+        problem = (None, f"the settings are not JSON: {e}")
+    if problem is None:
+        print(json.dumps({"keyward_check": 1, "ok": True}), flush=True)
+        return 0
+    setting, message = problem
+    answer = {"keyward_check": 1, "ok": False, "message": message}
+    if setting is not None:
+        answer["setting"] = setting
+    print(json.dumps(answer), flush=True)
+    return 2
+
+
 def main():
+    if "--check-settings" in sys.argv[1:]:
+        return check_settings()
     socket_path = os.environ.get("KEYWARD_PLUGIN_SOCKET")
     if not socket_path:
         log("this is a keyward plugin: keywardd starts it (KEYWARD_PLUGIN_SOCKET is not set)")

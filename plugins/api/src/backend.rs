@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{BackendError, EcdsaFormat, KeySpec, Secret, SignatureAlgorithm};
+use crate::{BackendError, EcdsaFormat, KeySpec, Secret, SignOp};
 
 /// One key as a backend sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,25 +27,6 @@ pub struct KeyDescription {
     pub attributes: BTreeMap<String, String>,
 }
 
-/// What a backend signs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SignInput<'a> {
-    /// A digest already computed with the algorithm's hash (RSA and ECDSA). The daemon has
-    /// checked its length; the backend must not hash it again.
-    Digest(&'a [u8]),
-    /// The message itself (pure Ed25519). The backend signs it as is.
-    Message(&'a [u8]),
-}
-
-impl SignInput<'_> {
-    /// The bytes, whichever kind they are.
-    pub fn bytes(&self) -> &[u8] {
-        match self {
-            SignInput::Digest(bytes) | SignInput::Message(bytes) => bytes,
-        }
-    }
-}
-
 /// A signature as the backend produced it. The daemon verifies it against the key's public key
 /// and converts ECDSA signatures to the encoding the client asked for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,11 +42,41 @@ pub struct Signature {
 /// A key store that can list keys, give their public keys, and sign.
 ///
 /// The daemon calls a backend only after it has authenticated and authorised the caller, and
-/// after it has checked that the algorithm fits the key and that a digest has the hash's length.
-/// It verifies every signature the backend returns. A backend never prompts on a terminal: PINs
-/// and passphrases come from its configuration.
+/// after it has checked that the algorithm fits the key; the [`SignOp`] it passes is valid by
+/// construction (a digest of the hash's length, or an Ed25519 message). It verifies every
+/// signature the backend returns. A backend never prompts on a terminal: PINs and passphrases
+/// come from its configuration.
 ///
 /// Optional operations have a default body that answers [`BackendError::Unsupported`].
+///
+/// ```
+/// use keyward_plugin_api::{Backend, BackendError, KeyDescription, SignOp, Signature};
+///
+/// #[derive(Debug)]
+/// struct Empty;
+///
+/// #[async_trait::async_trait]
+/// impl Backend for Empty {
+///     fn backend_type(&self) -> &str {
+///         "empty"
+///     }
+///     async fn list_keys(&self) -> Result<Vec<KeyDescription>, BackendError> {
+///         Ok(Vec::new())
+///     }
+///     async fn describe_key(&self, reference: &str) -> Result<KeyDescription, BackendError> {
+///         Err(BackendError::NotFound(format!("no key {reference:?}")))
+///     }
+///     async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
+///         match op {
+///             // `digest()` is already hashed with `hash()`; its length is checked.
+///             SignOp::Prehashed(prehashed) => { let _ = (prehashed.algorithm(), prehashed.digest()); }
+///             // The message itself: pure Ed25519 hashes it inside the signature scheme.
+///             SignOp::Ed25519 { message } => { let _ = message; }
+///         }
+///         Err(BackendError::NotFound(format!("no key {reference:?}")))
+///     }
+/// }
+/// ```
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// The backend type, as written in the config (`local`, `pkcs11`, ...).
@@ -77,17 +88,24 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// One key, by its reference in the backend's own words.
     async fn describe_key(&self, reference: &str) -> Result<KeyDescription, BackendError>;
 
-    /// Signs with the key named by `reference`.
+    /// The backend's one spelling of `reference`, so that every spelling of a key is one key to
+    /// the daemon: one id, one cache entry, one policy bucket. `Ok(None)`: no key can have this
+    /// name (the daemon answers NOT_FOUND without asking further). The default: every
+    /// reference is its own spelling. The `pgp` backend maps a fingerprint in either case,
+    /// with `0x`, or a key id to the signing key's fingerprint.
     ///
-    /// `input` is [`SignInput::Digest`] (the hash of the data, computed with
-    /// `algorithm.hash()`) for RSA and ECDSA, and [`SignInput::Message`] (the data itself) for
-    /// Ed25519. RSA-PSS must use a salt as long as the hash.
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError>;
+    /// It should be cheap (no network): the daemon asks it when a client names a discovered key
+    /// (`<backend>/<reference>`) in a spelling it has not cached.
+    async fn canonical_reference(&self, reference: &str) -> Result<Option<String>, BackendError> {
+        Ok(Some(reference.to_string()))
+    }
+
+    /// Signs `op` with the key named by `reference`.
+    ///
+    /// [`SignOp::Prehashed`] carries a **digest** (computed with the algorithm's hash, of the
+    /// right length): RSA and ECDSA sign it without hashing again; RSA-PSS uses MGF1 with the
+    /// same hash and a salt as long as the hash. [`SignOp::Ed25519`] carries the **message**.
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError>;
 
     /// Creates a key pair of `spec` named `name` inside the backend. The private key never
     /// leaves the backend.

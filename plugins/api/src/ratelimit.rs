@@ -1,5 +1,6 @@
-//! Retry jitter and a client-side token bucket for backends that call a rate-limited service (cloud KMS
-//! quotas): at most `rate` requests per second, with bursts of up to `burst` requests.
+//! A client-side token bucket for backends that call a rate-limited service (cloud KMS quotas):
+//! at most `rate` requests per second, with bursts of up to `burst` requests. Retries are
+//! [`crate::retry`]'s.
 //!
 //! It is the generic cell rate algorithm with reservations: each request takes the next free
 //! slot and sleeps until it comes, so a burst larger than the bucket queues (in arrival order)
@@ -8,16 +9,6 @@
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-
-/// `base` times a random factor in [0.5, 1.5): the delay before a retry, jittered so that many
-/// clients retrying after one failure do not all come back at the same instant.
-pub fn jittered(base: Duration) -> Duration {
-    use std::collections::hash_map::RandomState;
-    use std::hash::BuildHasher;
-    let random = RandomState::new().hash_one(Instant::now());
-    let factor = 0.5 + (random % 1000) as f64 / 1000.0;
-    base.mul_f64(factor)
-}
 
 /// A token bucket shared by every request of one backend instance.
 #[derive(Debug)]
@@ -61,17 +52,6 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..100 {
-            let d = jittered(Duration::from_millis(200));
-            assert!(
-                d >= Duration::from_millis(100) && d < Duration::from_millis(300),
-                "{d:?}"
-            );
-        }
-    }
 
     #[test]
     fn a_burst_passes_then_the_rate_applies() {

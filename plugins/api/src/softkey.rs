@@ -9,19 +9,22 @@ use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Signer};
 
 use crate::verify::message_digest;
-use crate::{BackendError, EcdsaFormat, KeySpec, SignInput, Signature, SignatureAlgorithm};
+use crate::{BackendError, EcdsaFormat, KeySpec, SignOp, Signature};
 
-/// Signs `input` (a digest for ECDSA and RSA, the message for Ed25519) with `private`, a key
+/// Signs `op` (a digest for ECDSA and RSA, the message for Ed25519) with `private`, a key
 /// of `spec`. `ec`, the same key as an `EC_KEY`, makes ECDSA skip OpenSSL 3's per-call EVP
 /// context set-up, which costs more than the signature itself. RSA-PSS uses salt = hash
 /// length. ECDSA comes out as DER; the daemon converts it if the client asked for `r || s`.
+///
+/// The shape of `op` is checked by its type; whether its algorithm fits this key is checked
+/// here, because only the key's holder knows its spec.
 pub fn sign(
     spec: KeySpec,
     private: &PKey<Private>,
     ec: Option<&EcKey<Private>>,
-    algorithm: SignatureAlgorithm,
-    input: SignInput<'_>,
+    op: SignOp<'_>,
 ) -> Result<Signature, BackendError> {
+    let algorithm = op.algorithm();
     if !spec.supports(algorithm) {
         return Err(BackendError::InvalidInput(format!(
             "a {spec} key cannot sign with {algorithm}"
@@ -30,20 +33,20 @@ pub fn sign(
     let failed = |e: openssl::error::ErrorStack| {
         BackendError::Internal(format!("{algorithm} signing failed: {e}"))
     };
-    let bytes = match (algorithm.hash(), input, ec) {
-        (None, SignInput::Message(message), _) => Signer::new_without_digest(private)
+    let bytes = match (op, ec) {
+        (SignOp::Ed25519 { message }, _) => Signer::new_without_digest(private)
             .and_then(|mut signer| signer.sign_oneshot_to_vec(message))
             .map_err(failed)?,
-        (Some(_), SignInput::Digest(digest), Some(ec)) if algorithm.is_ecdsa() => {
-            EcdsaSig::sign(digest, ec)
+        (SignOp::Prehashed(prehashed), Some(ec)) if algorithm.is_ecdsa() => {
+            EcdsaSig::sign(prehashed.digest(), ec)
                 .and_then(|sig| sig.to_der())
                 .map_err(failed)?
         }
-        (Some(hash), SignInput::Digest(digest), _) => {
+        (SignOp::Prehashed(prehashed), _) => {
             let mut ctx = PkeyCtx::new(private).map_err(failed)?;
             ctx.sign_init().map_err(failed)?;
             if !algorithm.is_ecdsa() {
-                let md = message_digest(hash);
+                let md = message_digest(prehashed.hash());
                 ctx.set_signature_md(md).map_err(failed)?;
                 if algorithm.is_rsa_pss() {
                     ctx.set_rsa_padding(Padding::PKCS1_PSS).map_err(failed)?;
@@ -55,13 +58,9 @@ pub fn sign(
                 }
             }
             let mut signature = Vec::new();
-            ctx.sign_to_vec(digest, &mut signature).map_err(failed)?;
+            ctx.sign_to_vec(prehashed.digest(), &mut signature)
+                .map_err(failed)?;
             signature
-        }
-        (Some(_), SignInput::Message(_), _) | (None, SignInput::Digest(_), _) => {
-            return Err(BackendError::InvalidInput(format!(
-                "{algorithm} got the wrong kind of input"
-            )));
         }
     };
     Ok(Signature {

@@ -14,7 +14,7 @@ use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Verifier};
 
-use crate::{EcdsaFormat, HashAlgorithm, KeySpec, SignInput, SignatureAlgorithm};
+use crate::{EcdsaFormat, HashAlgorithm, KeySpec, SignOp, SignatureAlgorithm};
 
 /// Why a signature did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,10 +31,6 @@ pub enum VerifyError {
         /// The key's spec.
         spec: KeySpec,
     },
-    /// The input is a digest where a message is needed or the other way round, or has the
-    /// wrong length.
-    #[error("{0}")]
-    BadInput(String),
     /// An RSA-PSS signature that verifies only with a salt length other than the hash length.
     #[error(
         "the RSA-PSS signature uses a salt length other than the hash length ({0} bytes); keyward requires salt length = hash length"
@@ -84,12 +80,9 @@ fn key_spec_of(key: &PKey<Public>) -> Result<KeySpec, VerifyError> {
 
 /// The public key in PEM (`-----BEGIN PUBLIC KEY-----`) form.
 pub fn spki_der_to_pem(spki_der: &[u8]) -> Result<String, VerifyError> {
-    let key = PKey::public_key_from_der(spki_der)
+    PKey::public_key_from_der(spki_der)
         .map_err(|_| VerifyError::BadPublicKey("not a DER SubjectPublicKeyInfo".into()))?;
-    let pem = key
-        .public_key_to_pem()
-        .map_err(|e| VerifyError::BadPublicKey(e.to_string()))?;
-    String::from_utf8(pem).map_err(|e| VerifyError::BadPublicKey(e.to_string()))
+    Ok(crate::pemfile::encode(crate::pemfile::PUBLIC_KEY, spki_der))
 }
 
 /// The uncompressed EC point (`04 || X || Y`) of an EC public key, for backends that must compare
@@ -104,29 +97,6 @@ pub fn ec_point_of_spki(spki_der: &[u8]) -> Result<Vec<u8>, VerifyError> {
     ec.public_key()
         .to_bytes(ec.group(), PointConversionForm::UNCOMPRESSED, &mut ctx)
         .map_err(|e| VerifyError::BadPublicKey(e.to_string()))
-}
-
-/// Checks that the input has the shape `algorithm` needs: a digest of the hash's length for
-/// RSA and ECDSA, a message for Ed25519.
-pub fn check_input(algorithm: SignatureAlgorithm, input: &SignInput<'_>) -> Result<(), String> {
-    match (algorithm.hash(), input) {
-        (Some(hash), SignInput::Digest(digest)) if digest.len() == hash.digest_len() => Ok(()),
-        (Some(hash), SignInput::Digest(digest)) => Err(format!(
-            "{algorithm} needs a {}-byte {} digest, got {} bytes",
-            hash.digest_len(),
-            hash.name(),
-            digest.len()
-        )),
-        (Some(hash), SignInput::Message(_)) => Err(format!(
-            "{algorithm} signs a digest: hash the data with {} and send the digest",
-            hash.name()
-        )),
-        (None, SignInput::Message(_)) => Ok(()),
-        (None, SignInput::Digest(_)) => Err(
-            "ed25519 signs the message itself, not a digest: send the message (pure Ed25519 has no pre-hashed form here)"
-                .to_string(),
-        ),
-    }
 }
 
 /// A public key parsed once and kept for verifying many signatures (the daemon keeps one per
@@ -186,29 +156,26 @@ impl PublicKeyVerifier {
         self.spec
     }
 
-    /// Verifies `signature` over `input`.
+    /// Verifies `signature` over `op` (a digest, or the message for Ed25519).
     ///
     /// ECDSA signatures may be in either encoding (`ecdsa_format`); RSA-PSS must use a salt as
     /// long as the hash. When a PSS signature verifies only with another salt length, the
     /// error says so.
     pub fn verify(
         &self,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
+        op: SignOp<'_>,
         signature: &[u8],
         ecdsa_format: EcdsaFormat,
     ) -> Result<(), VerifyError> {
-        let (key, spec) = (&self.key, self.spec);
+        let (key, spec, algorithm) = (&self.key, self.spec, op.algorithm());
         if !spec.supports(algorithm) {
             return Err(VerifyError::AlgorithmMismatch { algorithm, spec });
         }
-        check_input(algorithm, &input).map_err(VerifyError::BadInput)?;
-
-        let Some(hash) = algorithm.hash() else {
-            // Pure Ed25519 over the message.
-            return self.verify_ed25519(input.bytes(), signature);
+        let prehashed = match op {
+            SignOp::Ed25519 { message } => return self.verify_ed25519(message, signature),
+            SignOp::Prehashed(prehashed) => prehashed,
         };
-        let digest = input.bytes();
+        let (hash, digest) = (prehashed.hash(), prehashed.digest());
         if algorithm.is_ecdsa() {
             return self.verify_ecdsa(digest, signature, ecdsa_format);
         }
@@ -288,16 +255,15 @@ impl PublicKeyVerifier {
     }
 }
 
-/// Verifies `signature` over `input` with the public key `spki_der`; see
+/// Verifies `signature` over `op` with the public key `spki_der`; see
 /// [`PublicKeyVerifier::verify`].
 pub fn verify_signature(
     spki_der: &[u8],
-    algorithm: SignatureAlgorithm,
-    input: SignInput<'_>,
+    op: SignOp<'_>,
     signature: &[u8],
     ecdsa_format: EcdsaFormat,
 ) -> Result<(), VerifyError> {
-    PublicKeyVerifier::from_spki(spki_der)?.verify(algorithm, input, signature, ecdsa_format)
+    PublicKeyVerifier::from_spki(spki_der)?.verify(op, signature, ecdsa_format)
 }
 
 fn verify_pkey(
@@ -349,32 +315,30 @@ mod tests {
             .to_der()
             .unwrap();
         let raw = ecdsa_der_to_raw(&der, 48).unwrap();
-        let alg = SignatureAlgorithm::EcdsaSha384;
-        let input = SignInput::Digest(&digest);
-        verifier.verify(alg, input, &der, EcdsaFormat::Der).unwrap();
-        verifier.verify(alg, input, &raw, EcdsaFormat::Raw).unwrap();
+        let op = SignOp::prehashed(SignatureAlgorithm::EcdsaSha384, &digest).unwrap();
+        verifier.verify(op, &der, EcdsaFormat::Der).unwrap();
+        verifier.verify(op, &raw, EcdsaFormat::Raw).unwrap();
         let mut bad = raw.clone();
         bad[10] ^= 1;
         assert_eq!(
-            verifier.verify(alg, input, &bad, EcdsaFormat::Raw),
+            verifier.verify(op, &bad, EcdsaFormat::Raw),
             Err(VerifyError::Invalid)
         );
         assert_eq!(
-            verifier.verify(alg, input, &raw, EcdsaFormat::Der),
+            verifier.verify(op, &raw, EcdsaFormat::Der),
             Err(VerifyError::Invalid)
         );
         let other = [8u8; 48];
         assert_eq!(
-            verifier.verify(alg, SignInput::Digest(&other), &der, EcdsaFormat::Der),
-            Err(VerifyError::Invalid)
-        );
-        assert!(matches!(
             verifier.verify(
-                SignatureAlgorithm::Ed25519,
-                SignInput::Message(b"x"),
+                SignOp::prehashed(SignatureAlgorithm::EcdsaSha384, &other).unwrap(),
                 &der,
                 EcdsaFormat::Der
             ),
+            Err(VerifyError::Invalid)
+        );
+        assert!(matches!(
+            verifier.verify(SignOp::ed25519(b"x"), &der, EcdsaFormat::Der),
             Err(VerifyError::AlgorithmMismatch { .. })
         ));
     }
@@ -387,32 +351,17 @@ mod tests {
             .unwrap()
             .sign_oneshot_to_vec(b"message")
             .unwrap();
-        let alg = SignatureAlgorithm::Ed25519;
         verifier
-            .verify(
-                alg,
-                SignInput::Message(b"message"),
-                &signature,
-                EcdsaFormat::Der,
-            )
+            .verify(SignOp::ed25519(b"message"), &signature, EcdsaFormat::Der)
             .unwrap();
         assert_eq!(
-            verifier.verify(
-                alg,
-                SignInput::Message(b"massage"),
-                &signature,
-                EcdsaFormat::Der
-            ),
+            verifier.verify(SignOp::ed25519(b"massage"), &signature, EcdsaFormat::Der),
             Err(VerifyError::Invalid)
         );
+        let ecdsa = SignOp::prehashed(SignatureAlgorithm::EcdsaSha256, &[0; 32]).unwrap();
         assert!(matches!(
-            verifier.verify(
-                alg,
-                SignInput::Digest(&[0; 32]),
-                &signature,
-                EcdsaFormat::Der
-            ),
-            Err(VerifyError::BadInput(_))
+            verifier.verify(ecdsa, &signature, EcdsaFormat::Der),
+            Err(VerifyError::AlgorithmMismatch { .. })
         ));
     }
 
@@ -432,29 +381,18 @@ mod tests {
             ctx.sign_to_vec(&digest, &mut out).unwrap();
             out
         };
-        let alg = SignatureAlgorithm::RsaPssSha256;
-        let input = SignInput::Digest(&digest);
+        let op = SignOp::prehashed(SignatureAlgorithm::RsaPssSha256, &digest).unwrap();
         verifier
-            .verify(
-                alg,
-                input,
-                &sign(RsaPssSaltlen::DIGEST_LENGTH),
-                EcdsaFormat::Der,
-            )
+            .verify(op, &sign(RsaPssSaltlen::DIGEST_LENGTH), EcdsaFormat::Der)
             .unwrap();
         assert_eq!(
-            verifier.verify(
-                alg,
-                input,
-                &sign(RsaPssSaltlen::MAXIMUM_LENGTH),
-                EcdsaFormat::Der
-            ),
+            verifier.verify(op, &sign(RsaPssSaltlen::MAXIMUM_LENGTH), EcdsaFormat::Der),
             Err(VerifyError::WrongPssSaltLength(32))
         );
         let mut bad = sign(RsaPssSaltlen::DIGEST_LENGTH);
         bad[0] ^= 0x40;
         assert_eq!(
-            verifier.verify(alg, input, &bad, EcdsaFormat::Der),
+            verifier.verify(op, &bad, EcdsaFormat::Der),
             Err(VerifyError::Invalid)
         );
     }

@@ -9,13 +9,14 @@
 //! - Every request first takes a slot from the instance's token bucket ([`RateLimiter`]): a
 //!   burst queues instead of failing.
 //! - The SDK's timeouts bound each request (3 s to connect, 10 s per request); the SDK's own
-//!   retries are off and this module retries instead: throttling and 5xx answers with
-//!   jittered exponential backoff within a 10 s budget per call, a failed connection once or
-//!   twice, quickly. What remains becomes a [`BackendError`] through [`Failure::into_error`].
+//!   retries are off and keyward's one retry policy ([`keyward_plugin_api::retry`]) applies
+//!   instead: throttling and 5xx answers with jittered exponential backoff within a 10 s budget
+//!   per call, a failed connection at most three times. What remains becomes a
+//!   [`BackendError`] through [`Failure::into_error`].
 
 use std::error::Error as StdError;
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
@@ -26,7 +27,8 @@ use tokio::sync::OnceCell;
 
 use crate::error::{Failure, Purpose};
 use crate::settings::AwsKmsSettings;
-use keyward_plugin_api::ratelimit::{RateLimiter, jittered};
+use keyward_plugin_api::ratelimit::RateLimiter;
+use keyward_plugin_api::retry::{RetryPolicy, Retryable};
 
 /// How long a TCP + TLS connect may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -34,14 +36,28 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one call may spend on its tries and the waits between them.
 pub const CALL_BUDGET: Duration = Duration::from_secs(10);
-/// Tries per call when KMS throttles or fails inside (the first try included).
-const SERVICE_TRIES: u32 = 6;
 /// Tries per call when the connection fails (a stale pooled connection, a restarting proxy).
 const TRANSPORT_TRIES: u32 = 3;
-/// The first backoff; it doubles each time, with ±50 % jitter.
-const BACKOFF: Duration = Duration::from_millis(250);
-/// The least time worth starting another try with.
-const MIN_TRY: Duration = Duration::from_secs(1);
+/// How a call retries: up to 6 tries when KMS throttles or fails inside, the first wait
+/// 200 ms (doubling, plus jitter), within [`CALL_BUDGET`], never starting a try with less than
+/// a second left.
+const RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 6,
+    first_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(4),
+    budget: CALL_BUDGET,
+    min_attempt: Duration::from_secs(1),
+};
+
+impl Retryable for Failure {
+    fn retryable(&self) -> bool {
+        Failure::retryable(self)
+    }
+
+    fn max_attempts(&self) -> Option<u32> {
+        matches!(self, Failure::Transport { .. }).then_some(TRANSPORT_TRIES)
+    }
+}
 
 /// A rate-limited, retrying KMS client for one backend instance.
 #[derive(Debug)]
@@ -116,40 +132,35 @@ impl Kms {
         E: ProvideErrorMetadata + StdError + 'static,
     {
         let client = self.client().await;
-        let mut started = None;
-        let mut attempt = 0;
-        loop {
-            // Waiting for a slot is queueing, not part of the call's retry budget.
-            self.limiter.acquire().await;
-            let started = *started.get_or_insert_with(Instant::now);
-            attempt += 1;
-            let remaining = CALL_BUDGET.saturating_sub(started.elapsed());
-            let failure = match tokio::time::timeout(remaining, op(client)).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) => Failure::from_sdk(&error),
-                Err(_) => Failure::Transport {
-                    message: format!("no answer within the call's {CALL_BUDGET:?}"),
-                    timeout: true,
-                },
-            };
-            let backoff = jittered(BACKOFF * 2u32.pow(attempt - 1));
-            let tries = if matches!(failure, Failure::Transport { .. }) {
-                TRANSPORT_TRIES
-            } else {
-                SERVICE_TRIES
-            };
-            let fits = started.elapsed() + backoff + MIN_TRY <= CALL_BUDGET;
-            if !failure.retryable() || attempt >= tries || !fits {
-                let retry_after = failure.retryable().then_some(backoff);
-                return Err(failure.into_error(purpose, &self.endpoint_text, attempt, retry_after));
-            }
-            tracing::debug!(
-                action = purpose.action,
-                attempt,
-                "KMS request failed, retrying in {backoff:?}: {failure:?}"
-            );
-            tokio::time::sleep(backoff).await;
-        }
+        // Waiting for a slot is queueing, not part of the call's retry budget: the first slot
+        // is taken before the budget starts, later ones inside it.
+        self.limiter.acquire().await;
+        let result = RETRY
+            .run(purpose.action, |attempt| {
+                let request = op(client);
+                async move {
+                    if attempt.number > 1 {
+                        self.limiter.acquire().await;
+                    }
+                    match tokio::time::timeout(attempt.remaining, request).await {
+                        Ok(Ok(value)) => Ok(value),
+                        Ok(Err(error)) => Err(Failure::from_sdk(&error)),
+                        Err(_) => Err(Failure::Transport {
+                            message: format!("no answer within the call's {CALL_BUDGET:?}"),
+                            timeout: true,
+                        }),
+                    }
+                }
+            })
+            .await;
+        result.map_err(|exhausted| {
+            exhausted.error.into_error(
+                purpose,
+                &self.endpoint_text,
+                exhausted.attempts,
+                exhausted.retry_after,
+            )
+        })
     }
 }
 

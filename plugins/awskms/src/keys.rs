@@ -11,7 +11,7 @@
 use aws_sdk_kms::types::{
     KeyMetadata, KeySpec as KmsKeySpec, KeyState, KeyUsageType, SigningAlgorithmSpec,
 };
-use keyward_plugin_api::{BackendError, KeySpec, SignatureAlgorithm, is_valid_key_name};
+use keyward_plugin_api::{BackendError, KeySpec, Prehashed, SignatureAlgorithm, is_valid_key_name};
 
 /// How a reference names a KMS key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,8 +142,8 @@ pub fn kms_spec(spec: KeySpec) -> Option<KmsKeySpec> {
     }
 }
 
-/// The KMS signing algorithm and the digest to send for `algorithm` over `digest` with a key
-/// of `spec`; `None` for Ed25519.
+/// The KMS signing algorithm and the digest to send for `op` with a key of `spec`; `None`
+/// when KMS has no such algorithm.
 ///
 /// KMS ties each curve to one hash (P-256 signs only `ECDSA_SHA_256`, P-384 `ECDSA_SHA_384`,
 /// P-521 `ECDSA_SHA_512`) and checks the digest's length, while keyward offers every ECDSA hash
@@ -152,12 +152,9 @@ pub fn kms_spec(spec: KeySpec) -> Option<KmsKeySpec> {
 /// (the leftmost bytes: exactly what the curve takes from it) and left-padded with zero bytes
 /// when shorter (the same integer, still below the order's length), and the signature KMS
 /// makes is the ECDSA signature over the requested hash. The daemon verifies it as such.
-pub fn kms_request(
-    spec: KeySpec,
-    algorithm: SignatureAlgorithm,
-    digest: &[u8],
-) -> Option<(SigningAlgorithmSpec, Vec<u8>)> {
+pub fn kms_request(spec: KeySpec, op: Prehashed<'_>) -> Option<(SigningAlgorithmSpec, Vec<u8>)> {
     use SignatureAlgorithm::*;
+    let (algorithm, digest) = (op.algorithm(), op.digest());
     let rsa = match algorithm {
         RsaPssSha256 => SigningAlgorithmSpec::RsassaPssSha256,
         RsaPssSha384 => SigningAlgorithmSpec::RsassaPssSha384,
@@ -241,7 +238,20 @@ pub fn usable_spec(shown: &str, metadata: &KeyMetadata) -> Result<KeySpec, Backe
 
 #[cfg(test)]
 mod tests {
+    use keyward_plugin_api::SignOp;
+
     use super::*;
+
+    fn request(
+        spec: KeySpec,
+        algorithm: SignatureAlgorithm,
+        digest: &[u8],
+    ) -> Option<(SigningAlgorithmSpec, Vec<u8>)> {
+        match SignOp::prehashed(algorithm, digest).ok()? {
+            SignOp::Prehashed(op) => kms_request(spec, op),
+            SignOp::Ed25519 { .. } => None,
+        }
+    }
 
     const UUID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
 
@@ -318,7 +328,7 @@ mod tests {
             for &algorithm in spec.algorithms() {
                 let digest = vec![1u8; algorithm.hash().map_or(0, |h| h.digest_len())];
                 assert_eq!(
-                    kms_request(spec, algorithm, &digest).is_none(),
+                    request(spec, algorithm, &digest).is_none(),
                     algorithm == SignatureAlgorithm::Ed25519
                 );
             }
@@ -327,7 +337,7 @@ mod tests {
         assert_eq!(spec_of(&KmsKeySpec::EccNistEdwards25519), None);
         let digest: Vec<u8> = (1..=48).collect();
         assert_eq!(
-            kms_request(KeySpec::Rsa3072, SignatureAlgorithm::RsaPssSha384, &digest),
+            request(KeySpec::Rsa3072, SignatureAlgorithm::RsaPssSha384, &digest),
             Some((SigningAlgorithmSpec::RsassaPssSha384, digest.clone()))
         );
     }
@@ -337,18 +347,18 @@ mod tests {
         let digest: Vec<u8> = (1..=48).collect();
         // Longer than the curve's hash: its leftmost bytes.
         let (alg, sent) =
-            kms_request(KeySpec::EcP256, SignatureAlgorithm::EcdsaSha384, &digest).unwrap();
+            request(KeySpec::EcP256, SignatureAlgorithm::EcdsaSha384, &digest).unwrap();
         assert_eq!(alg, SigningAlgorithmSpec::EcdsaSha256);
         assert_eq!(sent, &digest[..32]);
         // Shorter: the same integer, zero bytes in front.
         let (alg, sent) =
-            kms_request(KeySpec::EcP521, SignatureAlgorithm::EcdsaSha384, &digest).unwrap();
+            request(KeySpec::EcP521, SignatureAlgorithm::EcdsaSha384, &digest).unwrap();
         assert_eq!(alg, SigningAlgorithmSpec::EcdsaSha512);
         assert_eq!(&sent[..16], &[0u8; 16]);
         assert_eq!(&sent[16..], &digest[..]);
         // The curve's own hash: unchanged.
         let (alg, sent) =
-            kms_request(KeySpec::EcP384, SignatureAlgorithm::EcdsaSha384, &digest).unwrap();
+            request(KeySpec::EcP384, SignatureAlgorithm::EcdsaSha384, &digest).unwrap();
         assert_eq!(alg, SigningAlgorithmSpec::EcdsaSha384);
         assert_eq!(sent, digest);
     }

@@ -34,8 +34,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyMetadata, KeyUsageType, MessageType};
 use keyward_plugin_api::verify::key_spec_of_spki;
 use keyward_plugin_api::{
-    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, SignInput, Signature,
-    SignatureAlgorithm,
+    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, SignOp, Signature,
 };
 
 use crate::client::Kms;
@@ -212,22 +211,11 @@ impl Backend for AwsKmsBackend {
         })
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
-        if algorithm == SignatureAlgorithm::Ed25519 {
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
+        let SignOp::Prehashed(op) = op else {
             return Err(BackendError::Unsupported(ED25519_UNSUPPORTED.to_string()));
-        }
-        keyward_plugin_api::verify::check_input(algorithm, &input)
-            .map_err(BackendError::InvalidInput)?;
-        let SignInput::Digest(digest) = input else {
-            return Err(BackendError::InvalidInput(format!(
-                "{algorithm} signs a digest: hash the message first"
-            )));
         };
+        let algorithm = op.algorithm();
         let cached = self
             .inner
             .resolved
@@ -245,7 +233,7 @@ impl Backend for AwsKmsBackend {
                 key.spec
             )));
         }
-        let (kms_algorithm, digest) = keys::kms_request(key.spec, algorithm, digest)
+        let (kms_algorithm, digest) = keys::kms_request(key.spec, op)
             .ok_or_else(|| BackendError::Unsupported(ED25519_UNSUPPORTED.to_string()))?;
         let purpose = Purpose::key("Sign", reference);
         let result = self

@@ -7,7 +7,7 @@
 //!   failure or a stopped vault look like a hang); token requests get two quick retries within
 //!   3 s. keyward retries connection failures, 408, 429 and 5xx here, twice at most, after a
 //!   jittered backoff or the server's `Retry-After`, as long as the call's [`RETRY_BUDGET`]
-//!   allows.
+//!   allows (keyward's one retry policy, [`keyward_plugin_api::retry`]).
 //! - Nothing is created or contacted in [`Vault::new`]: the credential and the client are made
 //!   by the first call (and again by the next call if that failed), so a daemon starts even
 //!   when its environment or the vault is not ready yet.
@@ -15,9 +15,9 @@
 //!   without TLS.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use azure_core::http::{ClientOptions, FixedRetryOptions, RetryOptions, Transport};
 use azure_security_keyvault_keys::{KeyClient, KeyClientOptions};
@@ -26,7 +26,9 @@ use keyward_plugin_api::BackendError;
 use crate::credential::Identity;
 use crate::error::{Purpose, explain, retry_after, retryable};
 use crate::settings::AzureKvSettings;
-use keyward_plugin_api::ratelimit::{RateLimiter, jittered};
+use keyward_plugin_api::pemfile;
+use keyward_plugin_api::ratelimit::RateLimiter;
+use keyward_plugin_api::retry::{RetryPolicy, Retryable};
 
 /// The timeout of one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,10 +41,47 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long one call may spend waiting between tries.
 pub const RETRY_BUDGET: Duration = Duration::from_secs(10);
-/// Tries per call for failures that may pass (the first try included).
-const TRIES: u32 = 3;
-/// The first backoff; it doubles, with ±50 % jitter.
-const BACKOFF: Duration = Duration::from_millis(250);
+/// How a call retries: three tries, the first wait 200 ms (doubling, plus jitter) unless the
+/// vault says `Retry-After`, no further try once the waits would pass [`RETRY_BUDGET`] (each
+/// try has its own [`ATTEMPT_TIMEOUT`]).
+const RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    first_backoff: Duration::from_millis(200),
+    max_backoff: Duration::from_secs(5),
+    budget: RETRY_BUDGET,
+    min_attempt: Duration::ZERO,
+};
+
+/// One failed try of a call.
+#[derive(Debug)]
+enum TryError {
+    /// The SDK's error (an answer from the vault, or a failed connection); `once` for calls that
+    /// must not run twice (creating a key), which are retried only when throttled (429).
+    Azure {
+        error: azure_core::Error,
+        once: bool,
+    },
+    /// No answer within the try's deadline: not retried, the request may still be running.
+    Timeout(Duration),
+}
+
+impl Retryable for TryError {
+    fn retryable(&self) -> bool {
+        match self {
+            TryError::Azure { error, once } => {
+                retryable(error) && (!once || crate::error::status(error) == Some(429))
+            }
+            TryError::Timeout(_) => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            TryError::Azure { error, .. } => retry_after(error),
+            TryError::Timeout(_) => None,
+        }
+    }
+}
 
 /// The SDK clients (one with the short and one with the long timeout) and the identity they
 /// authenticate as.
@@ -164,52 +203,44 @@ impl Vault {
         Fut: Future<Output = azure_core::Result<T>>,
     {
         let connected = self.connect()?;
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            if let Some(limiter) = &self.limiter {
-                limiter.acquire().await;
-            }
-            let (client, deadline) = if purpose.once {
-                (&connected.slow_client, CREATE_TIMEOUT + ATTEMPT_TIMEOUT)
-            } else {
-                (&connected.client, ATTEMPT_TIMEOUT)
-            };
-            let error = match tokio::time::timeout(deadline, op(client.clone())).await {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(error)) => error,
-                Err(_) => {
-                    return Err(BackendError::Timeout(format!(
-                        "key vault {} did not answer within {deadline:?} to {} (as {})",
-                        self.url(),
-                        purpose.action,
-                        connected.identity.describe()
-                    )));
+        let (client, deadline) = if purpose.once {
+            (&connected.slow_client, CREATE_TIMEOUT + ATTEMPT_TIMEOUT)
+        } else {
+            (&connected.client, ATTEMPT_TIMEOUT)
+        };
+        let result = RETRY
+            .run(&purpose.action, |_| {
+                let request = op(client.clone());
+                async move {
+                    if let Some(limiter) = &self.limiter {
+                        limiter.acquire().await;
+                    }
+                    match tokio::time::timeout(deadline, request).await {
+                        Ok(Ok(value)) => Ok(value),
+                        Ok(Err(error)) => Err(TryError::Azure {
+                            error,
+                            once: purpose.once,
+                        }),
+                        Err(_) => Err(TryError::Timeout(deadline)),
+                    }
                 }
-            };
-            let wait =
-                retry_after(&error).unwrap_or_else(|| jittered(BACKOFF * 2u32.pow(attempt - 1)));
-            let fits = started.elapsed() + wait <= RETRY_BUDGET;
-            let may_retry =
-                retryable(&error) && (!purpose.once || crate::error::status(&error) == Some(429));
-            if attempt >= TRIES || !may_retry || !fits {
-                return Err(explain(
-                    &error,
-                    self.url(),
-                    &connected.identity.describe(),
-                    purpose,
-                    attempt,
-                ));
-            }
-            tracing::debug!(
-                vault = %self.url(),
-                attempt,
-                "key vault call failed, retrying in {wait:?}: {}",
-                crate::error::chain(&error)
-            );
-            tokio::time::sleep(wait).await;
-        }
+            })
+            .await;
+        result.map_err(|exhausted| match exhausted.error {
+            TryError::Azure { error, .. } => explain(
+                &error,
+                self.url(),
+                &connected.identity.describe(),
+                purpose,
+                exhausted.attempts,
+            ),
+            TryError::Timeout(deadline) => BackendError::Timeout(format!(
+                "key vault {} did not answer within {deadline:?} to {} (as {})",
+                self.url(),
+                purpose.action,
+                connected.identity.describe()
+            )),
+        })
     }
 }
 
@@ -236,21 +267,16 @@ fn http_client(ca_file: Option<&Path>, timeout: Duration) -> Result<reqwest::Cli
 
 /// The certificates of a PEM bundle.
 fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, BackendError> {
-    let shown = PathBuf::from(path);
-    let shown = shown.display();
-    let pem = std::fs::read(path)
-        .map_err(|e| BackendError::InvalidInput(format!("cannot read ca_file {shown}: {e}")))?;
-    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-        BackendError::InvalidInput(format!(
-            "ca_file {shown} is not a PEM certificate bundle: {e}"
-        ))
-    })?;
-    if certs.is_empty() {
-        return Err(BackendError::InvalidInput(format!(
-            "ca_file {shown} holds no certificate"
-        )));
-    }
-    Ok(certs)
+    pemfile::ca_file("ca_file", path)?
+        .iter()
+        .map(|der| reqwest::Certificate::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            BackendError::InvalidInput(format!(
+                "ca_file {}: a certificate is unusable: {e}",
+                path.display()
+            ))
+        })
 }
 
 #[cfg(test)]

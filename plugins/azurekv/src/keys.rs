@@ -16,7 +16,7 @@
 use azure_security_keyvault_keys::models::{
     CurveName, JsonWebKey, KeyType, SignatureAlgorithm as AzureAlgorithm,
 };
-use keyward_plugin_api::{BackendError, KeySpec, SignatureAlgorithm};
+use keyward_plugin_api::{BackendError, KeySpec, Prehashed, SignatureAlgorithm};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::nid::Nid;
@@ -217,27 +217,18 @@ pub fn spki_of_jwk(jwk: &JsonWebKey, spec: KeySpec) -> Result<Vec<u8>, String> {
     key.public_key_to_der().map_err(|e| e.to_string())
 }
 
-/// The Key Vault algorithm and the digest to send for `algorithm` on a key of `spec`: see the
-/// module docs for why an ECDSA digest may be cut or padded to the curve's algorithm.
+/// The Key Vault algorithm and the digest to send for `op` on a key of `spec`: see the
+/// module docs for why an ECDSA digest may be cut or padded to the curve's algorithm. The
+/// digest's length is the hash's (the type says so); the algorithm must fit the key.
 pub fn azure_request(
     spec: KeySpec,
-    algorithm: SignatureAlgorithm,
-    digest: &[u8],
+    op: Prehashed<'_>,
 ) -> Result<(AzureAlgorithm, Vec<u8>), BackendError> {
     use SignatureAlgorithm as A;
+    let (algorithm, digest) = (op.algorithm(), op.digest());
     if !spec.supports(algorithm) {
         return Err(BackendError::InvalidInput(format!(
             "a {spec} key cannot sign with {algorithm}"
-        )));
-    }
-    let hash = algorithm
-        .hash()
-        .ok_or_else(|| BackendError::Unsupported("Key Vault has no Ed25519 keys".to_string()))?;
-    if digest.len() != hash.digest_len() {
-        return Err(BackendError::InvalidInput(format!(
-            "{algorithm} needs a {}-byte digest, not {} bytes",
-            hash.digest_len(),
-            digest.len()
         )));
     }
     let rsa = |pss, pkcs1| {
@@ -302,7 +293,20 @@ mod tests {
     use openssl::bn::BigNumContext;
     use openssl::ec::PointConversionForm;
 
+    use keyward_plugin_api::SignOp;
+
     use super::*;
+
+    fn request(
+        spec: KeySpec,
+        algorithm: SignatureAlgorithm,
+        digest: &[u8],
+    ) -> Result<(AzureAlgorithm, Vec<u8>), BackendError> {
+        match SignOp::prehashed(algorithm, digest).unwrap() {
+            SignOp::Prehashed(op) => azure_request(spec, op),
+            SignOp::Ed25519 { .. } => unreachable!(),
+        }
+    }
 
     const VAULT: &str = "https://kw.vault.azure.net";
     const V: &str = "0123456789abcdef0123456789abcdef";
@@ -414,16 +418,14 @@ mod tests {
     fn ecdsa_digests_fit_the_curve() {
         let d32: Vec<u8> = (1..=32).collect();
         let d64: Vec<u8> = (1..=64).collect();
-        let (alg, sent) =
-            azure_request(KeySpec::EcP256, SignatureAlgorithm::EcdsaSha512, &d64).unwrap();
+        let (alg, sent) = request(KeySpec::EcP256, SignatureAlgorithm::EcdsaSha512, &d64).unwrap();
         assert_eq!((alg, sent), (AzureAlgorithm::Es256, d64[..32].to_vec()));
-        let (alg, sent) =
-            azure_request(KeySpec::EcP521, SignatureAlgorithm::EcdsaSha256, &d32).unwrap();
+        let (alg, sent) = request(KeySpec::EcP521, SignatureAlgorithm::EcdsaSha256, &d32).unwrap();
         assert_eq!(alg, AzureAlgorithm::Es512);
         assert_eq!(sent.len(), 64);
         assert!(sent[..32].iter().all(|&b| b == 0) && sent[32..] == d32[..]);
         let (alg, sent) =
-            azure_request(KeySpec::EcP384, SignatureAlgorithm::EcdsaSha384, &d64[..48]).unwrap();
+            request(KeySpec::EcP384, SignatureAlgorithm::EcdsaSha384, &d64[..48]).unwrap();
         assert_eq!((alg, sent), (AzureAlgorithm::Es384, d64[..48].to_vec()));
     }
 
@@ -431,22 +433,17 @@ mod tests {
     fn rsa_algorithms_and_refusals() {
         let d48 = [7u8; 48];
         let (alg, sent) =
-            azure_request(KeySpec::Rsa2048, SignatureAlgorithm::RsaPssSha384, &d48).unwrap();
+            request(KeySpec::Rsa2048, SignatureAlgorithm::RsaPssSha384, &d48).unwrap();
         assert_eq!((alg, sent), (AzureAlgorithm::Ps384, d48.to_vec()));
-        let (alg, _) = azure_request(
+        let (alg, _) = request(
             KeySpec::Rsa4096,
             SignatureAlgorithm::RsaPkcs1Sha512,
             &[0; 64],
         )
         .unwrap();
         assert_eq!(alg, AzureAlgorithm::Rs512);
-        for (spec, alg, len) in [
-            (KeySpec::EcP256, SignatureAlgorithm::RsaPssSha256, 32),
-            (KeySpec::Rsa2048, SignatureAlgorithm::RsaPssSha256, 31),
-        ] {
-            let err = azure_request(spec, alg, &vec![0; len]).unwrap_err();
-            assert!(matches!(err, BackendError::InvalidInput(_)), "{err}");
-        }
+        let err = request(KeySpec::EcP256, SignatureAlgorithm::RsaPssSha256, &[0; 32]).unwrap_err();
+        assert!(matches!(err, BackendError::InvalidInput(_)), "{err}");
         assert!(matches!(
             create_shape(KeySpec::Ed25519, false),
             Err(BackendError::Unsupported(_))

@@ -36,8 +36,8 @@ use azure_security_keyvault_keys::models::{
     KeyOperationResult, SignParameters,
 };
 use keyward_plugin_api::{
-    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, SignInput, Signature,
-    SignatureAlgorithm, is_valid_key_name,
+    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, Prehashed, SignOp, Signature,
+    is_valid_key_name,
 };
 use tokio_stream::StreamExt;
 
@@ -251,10 +251,9 @@ impl Inner {
         &self,
         parsed: &Reference,
         key: &KeyVersion,
-        algorithm: SignatureAlgorithm,
-        digest: &[u8],
+        op: Prehashed<'_>,
     ) -> Result<KeyOperationResult, BackendError> {
-        let (azure_algorithm, value) = keys::azure_request(key.spec, algorithm, digest)?;
+        let (azure_algorithm, value) = keys::azure_request(key.spec, op)?;
         let purpose = Purpose::new("sign", format!("sign with key {:?}", parsed.display()));
         self.vault
             .call(&purpose, |client| {
@@ -378,27 +377,22 @@ impl Backend for AzureKvBackend {
         Ok(Inner::describe(reference, &key))
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
-        let SignInput::Digest(digest) = input else {
-            return Err(BackendError::InvalidInput(format!(
-                "{algorithm} signs a digest: hash the message first (Key Vault has no Ed25519)"
-            )));
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
+        let SignOp::Prehashed(op) = op else {
+            return Err(BackendError::Unsupported(
+                "Key Vault has no Ed25519 keys; use an EC or RSA key".to_string(),
+            ));
         };
         let inner = &self.inner;
         let parsed = Reference::parse(reference, inner.url())?;
         let mut key = inner.key(&parsed).await?;
-        let mut answer = inner.sign_with(&parsed, &key, algorithm, digest).await;
+        let mut answer = inner.sign_with(&parsed, &key, op).await;
         if parsed.version.is_none() && matches!(answer, Err(BackendError::NotFound(_))) {
             // The version keyward knew is gone (the key was deleted and made again, say): the
             // key's current version, if it has one, signs instead.
             inner.forget(&parsed.name);
             key = inner.fetch(&parsed.name, None).await?;
-            answer = inner.sign_with(&parsed, &key, algorithm, digest).await;
+            answer = inner.sign_with(&parsed, &key, op).await;
         }
         let result = match answer {
             Ok(result) => result,

@@ -20,8 +20,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use keyward_plugin_api::{
-    Backend, BackendError, KeyDescription, KeySpec, Secret, SignInput, Signature,
-    SignatureAlgorithm, is_valid_key_name, read_secret,
+    Backend, BackendError, KeyDescription, KeySpec, Secret, SignOp, Signature, is_valid_key_name,
+    read_secret,
 };
 use serde::Deserialize;
 
@@ -148,24 +148,17 @@ impl Backend for LocalBackend {
         self.describe(reference, &path)
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
         let key = self.key(&self.path_of(reference)?)?;
-        if algorithm.hash().is_some() && key.spec.rsa_bits().is_some() {
+        if key.spec.rsa_bits().is_some() {
             // RSA private operations take milliseconds: keep them off the async workers.
-            let digest = input.bytes().to_vec();
-            tokio::task::spawn_blocking(move || {
-                sign::sign(&key, algorithm, SignInput::Digest(&digest))
-            })
-            .await
-            .map_err(|e| BackendError::Internal(format!("signing task failed: {e}")))?
+            let op = op.to_owned();
+            tokio::task::spawn_blocking(move || sign::sign(&key, op.as_op()))
+                .await
+                .map_err(|e| BackendError::Internal(format!("signing task failed: {e}")))?
         } else {
             // ECDSA and Ed25519 take microseconds: a thread hop would cost more than the work.
-            sign::sign(&key, algorithm, input)
+            sign::sign(&key, op)
         }
     }
 

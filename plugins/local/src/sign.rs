@@ -1,16 +1,12 @@
 //! Signing with an unlocked key through OpenSSL.
 
 use keyward_plugin_api::softkey;
-use keyward_plugin_api::{BackendError, SignInput, Signature, SignatureAlgorithm};
+use keyward_plugin_api::{BackendError, SignOp, Signature};
 
 use crate::keyfile::LoadedKey;
 
-/// Signs `input` (a digest for ECDSA and RSA, the message for Ed25519) with `key`
+/// Signs `op` (a digest for ECDSA and RSA, the message for Ed25519) with `key`
 /// ([`keyward_plugin_api::softkey::sign`]).
-pub(crate) fn sign(
-    key: &LoadedKey,
-    algorithm: SignatureAlgorithm,
-    input: SignInput<'_>,
-) -> Result<Signature, BackendError> {
-    softkey::sign(key.spec, &key.private, key.ec.as_ref(), algorithm, input)
+pub(crate) fn sign(key: &LoadedKey, op: SignOp<'_>) -> Result<Signature, BackendError> {
+    softkey::sign(key.spec, &key.private, key.ec.as_ref(), op)
 }

@@ -24,8 +24,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use keyward_plugin_api::secret::check_private_mode;
 use keyward_plugin_api::{
-    Backend, BackendError, KeyDescription, KeySpec, Secret, SignInput, Signature,
-    SignatureAlgorithm, read_secret,
+    Backend, BackendError, KeyDescription, KeySpec, Secret, SignOp, Signature, read_secret,
 };
 use openssl::ec::EcKey;
 use openssl::pkey::{PKey, Private};
@@ -402,14 +401,10 @@ fn load_cert(
     }))
 }
 
-/// Signs `input` (a digest for ECDSA and RSA, the message for Ed25519) with `key`
+/// Signs `op` (a digest for ECDSA and RSA, the message for Ed25519) with `key`
 /// ([`keyward_plugin_api::softkey::sign`]).
-fn sign(
-    key: &PgpKey,
-    algorithm: SignatureAlgorithm,
-    input: SignInput<'_>,
-) -> Result<Signature, BackendError> {
-    keyward_plugin_api::softkey::sign(key.spec, &key.private, key.ec.as_ref(), algorithm, input)
+fn sign(key: &PgpKey, op: SignOp<'_>) -> Result<Signature, BackendError> {
+    keyward_plugin_api::softkey::sign(key.spec, &key.private, key.ec.as_ref(), op)
 }
 
 #[async_trait]
@@ -426,20 +421,26 @@ impl Backend for PgpBackend {
         Ok(Self::describe(&*self.key(reference)?))
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
+    /// A certificate's fingerprint, either key id, any case, with or without `0x`: the
+    /// signing key's fingerprint.
+    async fn canonical_reference(&self, reference: &str) -> Result<Option<String>, BackendError> {
+        match self.key(reference) {
+            Ok(key) => Ok(Some(key.reference.clone())),
+            Err(BackendError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
         let key = self.key(reference)?;
-        if algorithm.hash().is_some() && key.spec.rsa_bits().is_some() {
-            let digest = input.bytes().to_vec();
-            tokio::task::spawn_blocking(move || sign(&key, algorithm, SignInput::Digest(&digest)))
+        if key.spec.rsa_bits().is_some() {
+            // RSA private operations take milliseconds: keep them off the async workers.
+            let op = op.to_owned();
+            tokio::task::spawn_blocking(move || sign(&key, op.as_op()))
                 .await
                 .map_err(|e| BackendError::Internal(format!("signing task failed: {e}")))?
         } else {
-            sign(&key, algorithm, input)
+            sign(&key, op)
         }
     }
 }
@@ -507,24 +508,34 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(by_cert.reference, key.reference);
+            for spelling in [
+                format!("0x{}", cert.fingerprint().to_hex().to_lowercase()),
+                cert.keyid().to_hex(),
+                key.reference.to_lowercase(),
+            ] {
+                assert_eq!(
+                    backend.canonical_reference(&spelling).await.unwrap(),
+                    Some(key.reference.clone()),
+                    "{spelling}"
+                );
+            }
+            assert_eq!(
+                backend.canonical_reference("0xDEADBEEF").await.unwrap(),
+                None
+            );
             let certificate = key.openpgp_certificate.as_deref().unwrap();
             assert!(!Cert::from_bytes(certificate).unwrap().is_tsk());
             check_certificate_for(certificate, &key.public_key_der, true).unwrap();
             for &algorithm in spec.algorithms() {
                 let data = vec![7u8; algorithm.hash().map_or(100, |h| h.digest_len())];
-                let input = if algorithm.hash().is_some() {
-                    SignInput::Digest(&data)
-                } else {
-                    SignInput::Message(&data)
+                let op = match algorithm.hash() {
+                    Some(_) => SignOp::prehashed(algorithm, &data).unwrap(),
+                    None => SignOp::ed25519(&data),
                 };
-                let signature = backend
-                    .sign(&key.reference, algorithm, input)
-                    .await
-                    .unwrap();
+                let signature = backend.sign(&key.reference, op).await.unwrap();
                 verify_signature(
                     &key.public_key_der,
-                    algorithm,
-                    input,
+                    op,
                     &signature.bytes,
                     signature.ecdsa_format,
                 )

@@ -31,8 +31,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::Attribute;
 use keyward_plugin_api::{
-    Backend, BackendError, KeyDescription, KeySpec, SignInput, Signature, SignatureAlgorithm,
-    is_valid_key_name,
+    Backend, BackendError, KeyDescription, KeySpec, SignOp, Signature, is_valid_key_name,
 };
 use tokio::sync::Semaphore;
 
@@ -365,15 +364,11 @@ impl Backend for Pkcs11Backend {
         .await
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
         let query = parse_reference(reference)?;
         let reference = reference.to_string();
-        let input = input.bytes().to_vec();
+        let algorithm = op.algorithm();
+        let op = op.to_owned();
         let mechanism_type = mechanisms::sign_mechanism_type(algorithm);
         let what = format!("signing with key {reference:?} ({algorithm})");
         self.blocking(what, move |pool, what| {
@@ -386,7 +381,7 @@ impl Backend for Pkcs11Backend {
                     .into());
                 }
                 let handle = key_handle(lease, &reference, &query)?;
-                let call = mechanisms::sign_call(algorithm, &input);
+                let call = mechanisms::sign_call(op.as_op());
                 let bytes = lease
                     .session
                     .sign(&call.mechanism, handle, &call.data)

@@ -10,7 +10,7 @@ use cryptoki::mechanism::eddsa::{EddsaParams, EddsaSignatureScheme};
 use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsPssParams};
 use cryptoki::mechanism::{Mechanism, MechanismType};
 use cryptoki::object::Attribute;
-use keyward_plugin_api::{EcdsaFormat, HashAlgorithm, KeySpec, SignatureAlgorithm};
+use keyward_plugin_api::{EcdsaFormat, HashAlgorithm, KeySpec, SignOp, SignatureAlgorithm};
 
 use crate::keys::{OID_ED25519, OID_P256, OID_P384, OID_P521};
 
@@ -56,15 +56,22 @@ pub(crate) struct SignCall {
     pub ecdsa_format: EcdsaFormat,
 }
 
-/// The call that signs `input` (a digest, or the message for Ed25519) with `algorithm`.
-pub(crate) fn sign_call(algorithm: SignatureAlgorithm, input: &[u8]) -> SignCall {
-    let (mechanism, data) = match algorithm.hash() {
-        None => (
-            Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
-            input.to_vec(),
-        ),
-        Some(_) if algorithm.is_ecdsa() => (Mechanism::Ecdsa, input.to_vec()),
-        Some(hash) if algorithm.is_rsa_pss() => {
+/// The call that signs `op` (a digest, or the message for Ed25519).
+pub(crate) fn sign_call(op: SignOp<'_>) -> SignCall {
+    let prehashed = match op {
+        SignOp::Ed25519 { message } => {
+            return SignCall {
+                mechanism: Mechanism::Eddsa(EddsaParams::new(EddsaSignatureScheme::Pure)),
+                data: message.to_vec(),
+                ecdsa_format: EcdsaFormat::Raw,
+            };
+        }
+        SignOp::Prehashed(prehashed) => prehashed,
+    };
+    let (algorithm, hash, input) = (prehashed.algorithm(), prehashed.hash(), prehashed.digest());
+    let (mechanism, data) = match hash {
+        _ if algorithm.is_ecdsa() => (Mechanism::Ecdsa, input.to_vec()),
+        hash if algorithm.is_rsa_pss() => {
             let (hash_alg, mgf) = match hash {
                 HashAlgorithm::Sha256 => (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256),
                 HashAlgorithm::Sha384 => (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384),
@@ -77,7 +84,7 @@ pub(crate) fn sign_call(algorithm: SignatureAlgorithm, input: &[u8]) -> SignCall
             };
             (Mechanism::RsaPkcsPss(params), input.to_vec())
         }
-        Some(hash) => {
+        hash => {
             let mut data = digest_info_prefix(hash).to_vec();
             data.extend_from_slice(input);
             (Mechanism::RsaPkcs, data)
@@ -147,7 +154,8 @@ mod tests {
     #[test]
     fn digest_info_is_prefix_plus_digest() {
         let digest = [0xabu8; 48];
-        let call = sign_call(SignatureAlgorithm::RsaPkcs1Sha384, &digest);
+        let call =
+            sign_call(SignOp::prehashed(SignatureAlgorithm::RsaPkcs1Sha384, &digest).unwrap());
         assert!(matches!(call.mechanism, Mechanism::RsaPkcs));
         assert_eq!(call.data.len(), 19 + 48);
         assert_eq!(call.data[1] as usize, call.data.len() - 2);
@@ -162,10 +170,16 @@ mod tests {
             SignatureAlgorithm::Ed25519,
             SignatureAlgorithm::RsaPkcs1Sha256,
         ] {
-            let call = sign_call(alg, &[0u8; 32]);
+            let data = [0u8; 64];
+            let op = match alg.hash() {
+                Some(hash) => SignOp::prehashed(alg, &data[..hash.digest_len()]).unwrap(),
+                None => SignOp::ed25519(&data),
+            };
+            let call = sign_call(op);
             assert_eq!(call.mechanism.mechanism_type(), sign_mechanism_type(alg));
         }
-        match sign_call(SignatureAlgorithm::RsaPssSha384, &[0u8; 48]).mechanism {
+        let op = SignOp::prehashed(SignatureAlgorithm::RsaPssSha384, &[0u8; 48]).unwrap();
+        match sign_call(op).mechanism {
             Mechanism::RsaPkcsPss(p) => {
                 assert_eq!(u64::from(p.s_len), 48);
                 assert_eq!(p.hash_alg, MechanismType::SHA384);

@@ -1,17 +1,20 @@
 //! The HTTP side of the Vault API: one request with retries, and what its failures mean.
 //!
 //! - Every request has a 10 s timeout (5 s to connect). Connection failures, 429 and 5xx
-//!   answers are tried again twice, after a jittered backoff, as long as the call's 20 s budget
-//!   allows; a sealed Vault is not retried, it will not unseal itself in a second.
+//!   answers are tried again twice, after a jittered backoff or the `Retry-After` Vault asked
+//!   for, as long as the call's 20 s budget allows (keyward's one retry policy,
+//!   [`keyward_plugin_api::retry`]); a sealed Vault is not retried, it will not unseal itself in
+//!   a second.
 //! - Failures become [`BackendError`]s that say what to do: a 403 names the policy path and
 //!   capability that is missing, a sealed Vault says so, an unreachable one names its address.
 //! - Tokens travel only in the `X-Vault-Token` header, marked sensitive; URLs hold paths and
 //!   key names only, so error texts (which may quote a URL) never hold a secret.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use keyward_plugin_api::ratelimit::jittered;
+use keyward_plugin_api::pemfile;
+use keyward_plugin_api::retry::{RetryPolicy, Retryable};
 use keyward_plugin_api::{BackendError, Secret};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use serde_json::Value;
@@ -20,12 +23,16 @@ use serde_json::Value;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The timeout of a TCP + TLS connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long one call may spend on retries in total.
-const CALL_BUDGET: Duration = Duration::from_secs(20);
-/// Tries per call for failures that may pass (the first try included).
-const TRIES: u32 = 3;
-/// The first backoff; it doubles, with ±50 % jitter.
-const BACKOFF: Duration = Duration::from_millis(200);
+/// How a call retries: three tries, the first wait 150 ms (doubling, plus jitter) unless Vault
+/// says `Retry-After`, within 20 s, never starting a try with less than half a request's
+/// timeout left.
+const RETRY: RetryPolicy = RetryPolicy {
+    max_attempts: 3,
+    first_backoff: Duration::from_millis(150),
+    max_backoff: Duration::from_secs(5),
+    budget: Duration::from_secs(20),
+    min_attempt: Duration::from_secs(5),
+};
 
 /// The HTTP verbs the Vault API uses here.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,7 +112,9 @@ impl CallError {
         matches!(self, CallError::Status { status: 503, errors, .. }
             if errors.iter().any(|e| e.to_ascii_lowercase().contains("sealed")))
     }
+}
 
+impl Retryable for CallError {
     fn retryable(&self) -> bool {
         match self {
             CallError::Transport { timeout, .. } => !timeout,
@@ -114,6 +123,13 @@ impl CallError {
                     && !self.is_sealed()
             }
             CallError::Decode(_) => false,
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Status { retry_after, .. } => *retry_after,
+            _ => None,
         }
     }
 }
@@ -166,21 +182,16 @@ impl Http {
             // A standby node redirects to the active one; never more than that.
             .redirect(reqwest::redirect::Policy::limited(3));
         if let Some(path) = ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                BackendError::InvalidInput(format!("cannot read ca_file {}: {e}", path.display()))
-            })?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                BackendError::InvalidInput(format!(
-                    "ca_file {} is not a PEM certificate bundle: {e}",
-                    path.display()
-                ))
-            })?;
-            if certs.is_empty() {
-                return Err(BackendError::InvalidInput(format!(
-                    "ca_file {} holds no certificate",
-                    path.display()
-                )));
-            }
+            let certs = pemfile::ca_file("ca_file", path)?
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| {
+                    BackendError::InvalidInput(format!(
+                        "ca_file {}: a certificate is unusable: {e}",
+                        path.display()
+                    ))
+                })?;
             builder = builder.tls_certs_only(certs);
         }
         let client = builder.build().map_err(|e| {
@@ -214,27 +225,10 @@ impl Http {
         token: Option<&Secret>,
         body: Option<&Value>,
     ) -> Result<Value, CallError> {
-        let started = Instant::now();
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let error = match self.call_once(verb, path, token, body).await {
-                Ok(value) => return Ok(value),
-                Err(error) => error,
-            };
-            let backoff = jittered(BACKOFF * 2u32.pow(attempt - 1));
-            let fits = started.elapsed() + backoff + REQUEST_TIMEOUT / 2 < CALL_BUDGET;
-            if attempt >= TRIES || !error.retryable() || !fits {
-                return Err(error);
-            }
-            tracing::debug!(
-                path,
-                attempt,
-                "vault request failed, retrying in {backoff:?}: {}",
-                error.text()
-            );
-            tokio::time::sleep(backoff).await;
-        }
+        RETRY
+            .run(path, |_| self.call_once(verb, path, token, body))
+            .await
+            .map_err(|exhausted| exhausted.error)
     }
 
     /// Like [`Http::call`], without retries.
@@ -361,7 +355,8 @@ impl Http {
                     )),
                     429 | 500..=599 => BackendError::Unavailable {
                         message: format!(
-                            "vault at {address} failed to {action} after {TRIES} tries: {text}"
+                            "vault at {address} failed to {action} after {} tries: {text}",
+                            RETRY.max_attempts
                         ),
                         retry_after,
                     },

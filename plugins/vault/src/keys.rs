@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use keyward_plugin_api::pemfile;
 use keyward_plugin_api::{BackendError, KeySpec, is_valid_key_name};
 use openssl::pkey::{Id, PKey};
 use serde_json::Value;
@@ -141,7 +142,8 @@ pub fn public_key_der(spec: KeySpec, text: &str) -> Result<Vec<u8>, String> {
         }
         PKey::public_key_from_raw_bytes(&raw, Id::ED25519).map_err(|e| e.to_string())?
     } else {
-        PKey::public_key_from_pem(text.as_bytes()).map_err(|e| e.to_string())?
+        let der = pemfile::decode(pemfile::PUBLIC_KEY, text.as_bytes())?;
+        PKey::public_key_from_der(&der).map_err(|e| e.to_string())?
     };
     let matches = match spec {
         KeySpec::Ed25519 => key.id() == Id::ED25519,

@@ -27,8 +27,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use keyward_plugin_api::{
-    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, SignInput, Signature,
-    SignatureAlgorithm, is_valid_key_name,
+    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, SignOp, Signature,
+    is_valid_key_name,
 };
 use serde_json::{Value, json};
 
@@ -223,12 +223,7 @@ impl Backend for VaultBackend {
         self.describe(reference, &parsed, &key)
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
         let parsed = Reference::parse(reference)?;
         let name = &parsed.name;
         let mut key = self.key(name).await?;
@@ -247,7 +242,7 @@ impl Backend for VaultBackend {
         // An unpinned key signs with Vault's latest version; the signature names the version
         // and the daemon re-reads the key when that is newer than what it knew.
         let version = parsed.version;
-        let body = sign::sign_body(key.spec, algorithm, input, version)?;
+        let body = sign::sign_body(key.spec, op, version)?;
         let path = format!("{}/sign/{name}", self.mount);
         let purpose = Purpose::new("update", &path, format!("sign with transit key {name:?}"));
         let answer = match self.request(Verb::Post, &path, Some(&body), &purpose).await {

@@ -8,42 +8,32 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use keyward_plugin_api::{BackendError, HashAlgorithm, KeySpec, SignInput, SignatureAlgorithm};
+use keyward_plugin_api::{BackendError, HashAlgorithm, KeySpec, SignOp};
 use serde_json::{Map, Value, json};
 
-/// The JSON body that signs `input` with a key of `spec`, at `version` if given.
+/// The JSON body that signs `op` with a key of `spec`, at `version` if given. The shape of `op`
+/// is checked by its type; whether its algorithm fits the key is checked here, against the
+/// key's spec as Vault reported it.
 pub fn sign_body(
     spec: KeySpec,
-    algorithm: SignatureAlgorithm,
-    input: SignInput<'_>,
+    op: SignOp<'_>,
     version: Option<u32>,
 ) -> Result<Value, BackendError> {
+    let algorithm = op.algorithm();
     if !spec.supports(algorithm) {
         return Err(BackendError::InvalidInput(format!(
             "a {spec} key cannot sign with {algorithm}"
         )));
     }
     let mut body = Map::new();
-    match (algorithm.hash(), input) {
-        (None, SignInput::Message(message)) => {
+    match op {
+        SignOp::Ed25519 { message } => {
             body.insert("input".into(), json!(STANDARD.encode(message)));
         }
-        (None, SignInput::Digest(_)) => {
-            return Err(BackendError::InvalidInput(
-                "ed25519 signs the message itself, not a digest: send the message".into(),
-            ));
-        }
-        (Some(hash), SignInput::Digest(digest)) => {
-            if digest.len() != hash.digest_len() {
-                return Err(BackendError::InvalidInput(format!(
-                    "{algorithm} needs a {}-byte digest, not {} bytes",
-                    hash.digest_len(),
-                    digest.len()
-                )));
-            }
-            body.insert("input".into(), json!(STANDARD.encode(digest)));
+        SignOp::Prehashed(prehashed) => {
+            body.insert("input".into(), json!(STANDARD.encode(prehashed.digest())));
             body.insert("prehashed".into(), json!(true));
-            body.insert("hash_algorithm".into(), json!(hash_name(hash)));
+            body.insert("hash_algorithm".into(), json!(hash_name(prehashed.hash())));
             if algorithm.is_ecdsa() {
                 body.insert("marshaling_algorithm".into(), json!("asn1"));
             } else if algorithm.is_rsa_pss() {
@@ -52,11 +42,6 @@ pub fn sign_body(
             } else {
                 body.insert("signature_algorithm".into(), json!("pkcs1v15"));
             }
-        }
-        (Some(_), SignInput::Message(_)) => {
-            return Err(BackendError::InvalidInput(format!(
-                "{algorithm} signs a digest: hash the message first"
-            )));
         }
     }
     if let Some(version) = version {
@@ -94,29 +79,32 @@ pub fn parse_signature(text: &str) -> Result<(Vec<u8>, u32), BackendError> {
 
 #[cfg(test)]
 mod tests {
+    use keyward_plugin_api::SignatureAlgorithm;
+
     use super::*;
+
+    fn digest(algorithm: SignatureAlgorithm, digest: &[u8]) -> SignOp<'_> {
+        SignOp::prehashed(algorithm, digest).unwrap()
+    }
 
     #[test]
     fn rsa_pss_asks_for_a_hash_long_salt() {
-        let digest = [7u8; 48];
         let body = sign_body(
             KeySpec::Rsa3072,
-            SignatureAlgorithm::RsaPssSha384,
-            SignInput::Digest(&digest),
+            digest(SignatureAlgorithm::RsaPssSha384, &[7u8; 48]),
             Some(2),
         )
         .unwrap();
         assert_eq!(
             body,
             json!({
-                "input": STANDARD.encode(digest), "prehashed": true, "hash_algorithm": "sha2-384",
+                "input": STANDARD.encode([7u8; 48]), "prehashed": true, "hash_algorithm": "sha2-384",
                 "signature_algorithm": "pss", "salt_length": "hash", "key_version": 2
             })
         );
         let pkcs1 = sign_body(
             KeySpec::Rsa2048,
-            SignatureAlgorithm::RsaPkcs1Sha512,
-            SignInput::Digest(&[1u8; 64]),
+            digest(SignatureAlgorithm::RsaPkcs1Sha512, &[1u8; 64]),
             None,
         )
         .unwrap();
@@ -129,8 +117,7 @@ mod tests {
     fn ecdsa_asks_for_der() {
         let body = sign_body(
             KeySpec::EcP521,
-            SignatureAlgorithm::EcdsaSha256,
-            SignInput::Digest(&[0u8; 32]),
+            digest(SignatureAlgorithm::EcdsaSha256, &[0u8; 32]),
             None,
         )
         .unwrap();
@@ -140,45 +127,25 @@ mod tests {
 
     #[test]
     fn ed25519_signs_messages_only() {
-        let body = sign_body(
-            KeySpec::Ed25519,
-            SignatureAlgorithm::Ed25519,
-            SignInput::Message(b"hello"),
-            None,
-        )
-        .unwrap();
+        let body = sign_body(KeySpec::Ed25519, SignOp::ed25519(b"hello"), None).unwrap();
         assert_eq!(body, json!({"input": STANDARD.encode(b"hello")}));
-        let err = sign_body(
-            KeySpec::Ed25519,
-            SignatureAlgorithm::Ed25519,
-            SignInput::Digest(&[0u8; 32]),
-            None,
-        )
-        .unwrap_err();
-        assert!(matches!(err, BackendError::InvalidInput(_)), "{err}");
     }
 
     #[test]
-    fn mismatches_are_refused() {
-        for (spec, alg, input) in [
+    fn an_algorithm_that_does_not_fit_the_key_is_refused() {
+        for (spec, op) in [
             (
                 KeySpec::EcP256,
-                SignatureAlgorithm::RsaPssSha256,
-                SignInput::Digest(&[0u8; 32]),
+                digest(SignatureAlgorithm::RsaPssSha256, &[0u8; 32]),
             ),
+            (KeySpec::EcP256, SignOp::ed25519(b"m")),
             (
-                KeySpec::EcP256,
-                SignatureAlgorithm::EcdsaSha256,
-                SignInput::Digest(&[0u8; 31]),
-            ),
-            (
-                KeySpec::EcP256,
-                SignatureAlgorithm::EcdsaSha256,
-                SignInput::Message(b"m"),
+                KeySpec::Ed25519,
+                digest(SignatureAlgorithm::EcdsaSha256, &[0u8; 32]),
             ),
         ] {
             assert!(matches!(
-                sign_body(spec, alg, input, None),
+                sign_body(spec, op, None),
                 Err(BackendError::InvalidInput(_))
             ));
         }

@@ -33,8 +33,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyward_plugin_api::{
-    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, Secret, SignInput, Signature,
-    SignatureAlgorithm,
+    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, Secret, SignOp, Signature,
 };
 use openssl::pkey::{Id, PKey};
 use x509_cert::der::Encode;
@@ -280,11 +279,14 @@ fn slot_attributes(
         attributes.insert("policy_source".into(), "requested".into());
     }
     match piv::attest(session.card(), slot) {
-        Ok(der) => match openssl::x509::X509::from_der(&der).and_then(|c| c.to_pem()) {
-            Ok(pem) => {
+        Ok(der) => match openssl::x509::X509::from_der(&der) {
+            Ok(_) => {
                 attributes.insert(
                     "attestation".into(),
-                    String::from_utf8_lossy(&pem).into_owned(),
+                    keyward_plugin_api::pemfile::encode(
+                        keyward_plugin_api::pemfile::CERTIFICATE,
+                        &der,
+                    ),
                 );
             }
             Err(e) => {
@@ -472,15 +474,10 @@ impl Backend for YubikeyBackend {
         .await
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
         let slot = slot_or_error(reference)?;
         let reference = reference.to_owned();
-        let input = input.bytes().to_vec();
+        let op = op.to_owned();
         let touch = self.device.settings.touch_timeout;
         let shown = reference.clone();
         let started = std::time::Instant::now();
@@ -498,9 +495,7 @@ impl Backend for YubikeyBackend {
                                     slot_name(slot)
                                 ))
                             })?;
-                            let spec = key.spec;
-                            let (card_input, alg_id) = card_input(&key, algorithm, &input)?;
-                            let _ = spec;
+                            let (card_input, alg_id) = card_input(&key, op.as_op())?;
                             let verified = session.verify_pin(false)?;
                             let sig = piv::sign_data(session.card(), &card_input, alg_id, slot)
                                 .map_err(|e| match e {
@@ -603,53 +598,35 @@ struct NewKey<'a> {
     touch_policy: &'a str,
 }
 
-fn card_input(
-    key: &KeyDescription,
-    algorithm: SignatureAlgorithm,
-    input: &[u8],
-) -> CardResult<(Vec<u8>, AlgorithmId)> {
-    use SignatureAlgorithm::*;
+/// What the card signs for `op` with `key`: PIV does raw RSA and raw ECDSA, so RSA padding
+/// and the ECDSA digest's fit to the curve happen here ([`padding`]).
+fn card_input(key: &KeyDescription, op: SignOp<'_>) -> CardResult<(Vec<u8>, AlgorithmId)> {
+    let algorithm = op.algorithm();
     let alg = algorithm_of(key.spec)
         .ok_or_else(|| BackendError::Unsupported(format!("{} keys", key.spec)))?;
-    let modulus_bits = match key.spec {
-        KeySpec::Rsa2048 => 2048,
-        KeySpec::Rsa3072 => 3072,
-        KeySpec::Rsa4096 => 4096,
-        _ => 0,
-    };
-    let data = match (key.spec, algorithm) {
-        (KeySpec::EcP256, EcdsaSha256 | EcdsaSha384 | EcdsaSha512) => {
-            padding::ecdsa_input(input, 32)
-        }
-        (KeySpec::EcP384, EcdsaSha256 | EcdsaSha384 | EcdsaSha512) => {
-            padding::ecdsa_input(input, 48)
-        }
-        (
-            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096,
-            RsaPkcs1Sha256 | RsaPkcs1Sha384 | RsaPkcs1Sha512,
-        ) => padding::pkcs1_v15(
-            input,
-            algorithm
-                .hash()
-                .ok_or_else(|| BackendError::Internal("no hash".into()))?,
-            modulus_bits / 8,
-        )?,
-        (
-            KeySpec::Rsa2048 | KeySpec::Rsa3072 | KeySpec::Rsa4096,
-            RsaPssSha256 | RsaPssSha384 | RsaPssSha512,
-        ) => padding::pss(
-            input,
-            algorithm
-                .hash()
-                .ok_or_else(|| BackendError::Internal("no hash".into()))?,
-            modulus_bits,
-        )?,
-        (KeySpec::Ed25519, Ed25519) => input.to_vec(),
-        (spec, algorithm) => {
-            return Err(BackendError::InvalidInput(format!(
-                "a {spec} key cannot sign with {algorithm}"
-            )));
-        }
+    if !key.spec.supports(algorithm) {
+        return Err(BackendError::InvalidInput(format!(
+            "a {} key cannot sign with {algorithm}",
+            key.spec
+        )));
+    }
+    let data = match op {
+        SignOp::Ed25519 { message } => message.to_vec(),
+        SignOp::Prehashed(prehashed) => match (key.spec.rsa_bits(), key.spec.ecdsa_field_len()) {
+            (_, Some(field_len)) => padding::ecdsa_input(prehashed.digest(), field_len),
+            (Some(bits), _) if algorithm.is_rsa_pss() => {
+                padding::pss(prehashed.digest(), prehashed.hash(), bits as usize)?
+            }
+            (Some(bits), _) => {
+                padding::pkcs1_v15(prehashed.digest(), prehashed.hash(), bits as usize / 8)?
+            }
+            (None, None) => {
+                return Err(BackendError::InvalidInput(format!(
+                    "a {} key cannot sign with {algorithm}",
+                    key.spec
+                )));
+            }
+        },
     };
     Ok((data, alg))
 }

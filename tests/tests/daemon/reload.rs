@@ -185,10 +185,10 @@ async fn a_bad_config_is_refused_and_the_running_one_stays() {
     let bad = [
         // Not TOML.
         (format!("{head}{a}\n[[backend]\nname = "), "line"),
-        // An unknown backend type.
+        // An unknown backend type: no plugin executable for it.
         (
             format!("{head}{a}{}", backend_table("x", "no-such-type", "")),
-            "unknown backend type",
+            "keyward-plugin-no-such-type is not installed",
         ),
         // A plugin that cannot be run.
         (

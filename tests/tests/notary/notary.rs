@@ -344,10 +344,14 @@ async fn softhsm_keys_sign_with_notation() {
         .await;
     let daemon = match started {
         Ok(daemon) => daemon,
-        Err(failure) if failure.log.contains("unknown backend type") => {
+        Err(failure)
+            if failure
+                .log
+                .contains("keyward-plugin-pkcs11 is not installed") =>
+        {
             missing(
-                "this keywardd has no pkcs11 backend",
-                "build keywardd with its default features",
+                "keyward-plugin-pkcs11 is not built",
+                "build the plugins: cargo build --workspace --bins",
             );
             return;
         }

@@ -14,6 +14,7 @@ use keyward_sdk::KeySpec;
 use keyward_tests::cli::{assert_cli_error, assert_ok, path};
 use keyward_tests::peers::{Peer, require};
 use keyward_tests::softhsm::{BACKEND, PIN, SO_PIN, SoftHsm};
+use keyward_tests::wait;
 use keyward_tests::{
     COMMAND_TIMEOUT, DaemonBuilder, TestDaemon, random_bytes, run_cli, run_with_timeout,
     stderr_text, stdout_text, toml_string,
@@ -529,7 +530,9 @@ async fn pgp_backend_errors_are_clear() {
         &tsk,
     );
 
-    let start = |backend: String, env: Option<(&str, &str)>| {
+    // The pgp backend runs as a plugin process: one that cannot start leaves keywardd serving
+    // its other backends, says why in keywardd's log, and answers UNAVAILABLE with the reason.
+    let start = |backend: String, env: Option<(&'static str, &'static str)>| async move {
         let mut builder = DaemonBuilder::new();
         let dir = builder.dir().to_path_buf();
         let config = format!(
@@ -541,9 +544,20 @@ async fn pgp_backend_errors_are_clear() {
         if let Some((name, value)) = env {
             builder = builder.env(name, value);
         }
-        let output = builder.run_to_exit(Duration::from_secs(20));
-        assert!(!output.status.success(), "keywardd started: {output:?}");
-        let text = format!("{}{}", stdout_text(&output), stderr_text(&output));
+        let daemon = builder.start().await;
+        wait::for_log(
+            &daemon,
+            &["plugin down", "cannot start the backend"],
+            1,
+            Duration::from_secs(20),
+        )
+        .await;
+        let listed = daemon.client().await.list_keys().await;
+        assert!(
+            listed.is_ok_and(|keys| keys.is_empty()),
+            "the daemon serves, without the failed plugin's keys"
+        );
+        let text = daemon.log();
         assert!(
             !text.contains("open sesame"),
             "the passphrase leaked:\n{text}"
@@ -553,12 +567,13 @@ async fn pgp_backend_errors_are_clear() {
     let wrong = start(
         pgp_backend("dave", &tsk, "passphrase_env = \"DAVE_PASS\""),
         Some(("DAVE_PASS", "not it")),
-    );
+    )
+    .await;
     assert!(
         wrong.contains("the passphrase does not unlock the OpenPGP key"),
         "{wrong}"
     );
-    let missing = start(pgp_backend("dave", &tsk, ""), None);
+    let missing = start(pgp_backend("dave", &tsk, ""), None).await;
     assert!(
         missing.contains("is protected by a passphrase; set passphrase_env or passphrase_file"),
         "{missing}"
@@ -598,7 +613,8 @@ async fn pgp_backend_errors_are_clear() {
     let revoked = start(
         pgp_backend("dave", &revoked_tsk, "passphrase_env = \"DAVE_PASS\""),
         Some(("DAVE_PASS", "open sesame")),
-    );
+    )
+    .await;
     assert!(revoked.contains("is revoked"), "{revoked}");
 
     // A key type keyward cannot express (brainpool).
@@ -610,7 +626,7 @@ async fn pgp_backend_errors_are_clear() {
         "",
         &odd_tsk,
     );
-    let odd = start(pgp_backend("erin", &odd_tsk, ""), None);
+    let odd = start(pgp_backend("erin", &odd_tsk, ""), None).await;
     assert!(odd.contains("which keyward cannot use"), "{odd}");
 
     // A keyring others can read is refused, as key files are.
@@ -618,6 +634,83 @@ async fn pgp_backend_errors_are_clear() {
     let open = start(
         pgp_backend("dave", &tsk, "passphrase_env = \"DAVE_PASS\""),
         Some(("DAVE_PASS", "open sesame")),
-    );
+    )
+    .await;
     assert!(open.contains("chmod 600"), "{open}");
+}
+
+#[tokio::test]
+async fn one_key_one_id_whatever_its_spelling() {
+    if !peers_available() {
+        return;
+    }
+    let work = tempfile::tempdir().expect("temp dir");
+    let home = gnupg_home(work.path(), "gpg-maker");
+    let tsk = work.path().join("frank.tsk");
+    let fingerprint = gpg_key(&home, "Frank <frank@example.com>", "ed25519", "", &tsk);
+    // One token in the default policy's bucket: a second signature within the minute is refused,
+    // whatever the spelling of the key, because every spelling is one key.
+    let builder = DaemonBuilder::new();
+    let dir = builder.dir().to_path_buf();
+    let config = format!(
+        "socket = {}\nstate_dir = {}\n\n[default_policy]\nuids = [{}]\nrate_limit = {{ per_second = 0.01, burst = 1 }}\n\n{}",
+        toml_string(path(&dir.join("run/agent.sock"))),
+        toml_string(path(&dir.join("state"))),
+        rustix::process::getuid().as_raw(),
+        pgp_backend("frank", &tsk, "")
+    );
+    let daemon = builder.config(&config).start().await;
+    let client = daemon.client().await;
+    let canonical = format!("frank/{}", fingerprint.to_uppercase());
+    let key_id = &fingerprint[fingerprint.len() - 16..];
+    let spellings = [
+        canonical.clone(),
+        format!("frank/{}", fingerprint.to_lowercase()),
+        format!("frank/0x{fingerprint}"),
+        format!("frank/{}", key_id.to_lowercase()),
+    ];
+    let first = client.public_key(&spellings[0]).await.expect("public key");
+    for spelling in &spellings {
+        let key = client
+            .public_key(spelling)
+            .await
+            .unwrap_or_else(|e| panic!("{spelling}: {e}"));
+        assert_eq!(key.info.key_id, canonical, "{spelling}");
+        assert_eq!(key.der, first.der, "{spelling}");
+    }
+    let listed: Vec<String> = client
+        .list_keys()
+        .await
+        .expect("ListKeys")
+        .into_iter()
+        .map(|k| k.key_id)
+        .collect();
+    assert_eq!(listed, std::slice::from_ref(&canonical));
+    let unknown = client
+        .public_key("frank/0xDEADBEEFDEADBEEF")
+        .await
+        .expect_err("no such key");
+    assert_eq!(unknown.code(), Some(tonic::Code::NotFound), "{unknown}");
+
+    let options = keyward_sdk::SignOptions::default();
+    let signed = client
+        .sign_message(&spellings[1], b"once", &options)
+        .await
+        .expect("the first signature takes the bucket's token");
+    assert!(!signed.bytes.is_empty());
+    let again = client
+        .sign_message(&spellings[2], b"twice", &options)
+        .await
+        .expect_err("another spelling has no bucket of its own");
+    assert_eq!(
+        again.code(),
+        Some(tonic::Code::ResourceExhausted),
+        "{again}"
+    );
+    assert!(
+        again
+            .to_string()
+            .contains(&format!("policy of key \"{canonical}\"")),
+        "{again}"
+    );
 }

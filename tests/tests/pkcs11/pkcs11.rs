@@ -3,7 +3,9 @@
 //! RustCrypto) as a plugin process and in-process; a `[[key]]` by PKCS#11 URI signs; generated
 //! keys stay sensitive and unextractable; the session pool bounds the sessions; a module that is
 //! not PKCS#11 and a missing token fail clearly. Recovery and PIN handling are in
-//! `pkcs11_recovery.rs`.
+//! `pkcs11_recovery.rs`. In-process (`isolation = "none"`) runs a keywardd built with the cargo
+//! feature `pkcs11-in-process` ([`Peer::KeywarddPkcs11InProcess`]); the default keywardd
+//! refuses that isolation for pkcs11.
 
 use std::fs;
 use std::time::Duration;
@@ -198,8 +200,11 @@ async fn keys_conform_in_process_too() {
     hsm.init_token(token, SO_PIN, PIN);
     hsm.keypairgen(token, PIN, "EC:prime256v1", "tool-p256", "01");
     hsm.keypairgen(token, PIN, "rsa:2048", "tool-rsa", "02");
+    let Some(keywardd) = require(Peer::KeywarddPkcs11InProcess) else {
+        return;
+    };
     let tables = hsm.backend_toml(token, "isolation = \"none\"\nsessions = 2");
-    let daemon = hsm.daemon(&tables, PIN).start().await;
+    let daemon = hsm.daemon(&tables, PIN).program(keywardd).start().await;
     let client = daemon.client().await;
     generate(&client, "gen-ed25519", KeySpec::Ed25519).await;
     generate(&client, "gen-p384", KeySpec::EcP384).await;
@@ -222,6 +227,9 @@ async fn keys_are_named_by_label_id_or_uri_and_unusable_ones_skipped() {
     if require(Peer::SoftHsm).is_none() {
         return;
     }
+    let Some(keywardd) = require(Peer::KeywarddPkcs11InProcess) else {
+        return;
+    };
     let hsm = SoftHsm::new();
     let token = "names";
     hsm.init_token(token, SO_PIN, PIN);
@@ -250,7 +258,7 @@ async fn keys_are_named_by_label_id_or_uri_and_unusable_ones_skipped() {
         "{}\n[[key]]\nid = \"by-id\"\nbackend = \"{BACKEND}\"\nref = \"pkcs11:id=%0a%0b\"\n\n[[key]]\nid = \"elsewhere\"\nbackend = \"{BACKEND}\"\nref = \"pkcs11:token=other;object=nopub\"\n",
         hsm.backend_toml(token, "isolation = \"none\"")
     );
-    let daemon = hsm.daemon(&tables, PIN).start().await;
+    let daemon = hsm.daemon(&tables, PIN).program(keywardd).start().await;
     let client = daemon.client().await;
 
     let listed: Vec<String> = client
@@ -332,9 +340,13 @@ async fn a_module_that_is_not_pkcs11_fails_clearly() {
         .expect("the daemon serves");
 
     // In-process: the daemon refuses to start, with the same reason.
+    let Some(keywardd) = require(Peer::KeywarddPkcs11InProcess) else {
+        return;
+    };
     for module in [module.as_str(), "/bin/true"] {
         let output = hsm
             .daemon(&table(module, "isolation = \"none\""), PIN)
+            .program(keywardd.clone())
             .run_to_exit(Duration::from_secs(30));
         let text = format!("{}{}", stdout_text(&output), stderr_text(&output));
         assert!(
@@ -355,9 +367,13 @@ async fn a_missing_token_is_named_with_the_tokens_present() {
     }
     let hsm = SoftHsm::new();
     hsm.init_token("present-one", SO_PIN, PIN);
+    let Some(keywardd) = require(Peer::KeywarddPkcs11InProcess) else {
+        return;
+    };
     let tables = hsm.backend_toml("absent", "isolation = \"none\"");
     let output = hsm
         .daemon(&tables, PIN)
+        .program(keywardd)
         .run_to_exit(Duration::from_secs(30));
     let text = format!("{}{}", stdout_text(&output), stderr_text(&output));
     assert!(!output.status.success(), "keywardd started:\n{text}");
@@ -365,4 +381,28 @@ async fn a_missing_token_is_named_with_the_tokens_present() {
         text.contains("\"absent\"") && text.contains("\"present-one\""),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_keywardd_runs_pkcs11_only_as_a_plugin() {
+    if require(Peer::SoftHsm).is_none() {
+        return;
+    }
+    let hsm = SoftHsm::new();
+    hsm.init_token("default", SO_PIN, PIN);
+    let tables = hsm.backend_toml("default", "isolation = \"none\"");
+    for args in [vec!["--check-config"], vec![]] {
+        let mut builder = hsm.daemon(&tables, PIN);
+        for arg in &args {
+            builder = builder.arg(arg);
+        }
+        let output = builder.run_to_exit(Duration::from_secs(30));
+        let text = format!("{}{}", stdout_text(&output), stderr_text(&output));
+        assert_eq!(output.status.code(), Some(2), "{args:?}:\n{text}");
+        assert!(
+            text.contains("`isolation`: keywardd runs only local inside itself, not pkcs11")
+                && text.contains("cargo feature `pkcs11-in-process`"),
+            "{args:?}:\n{text}"
+        );
+    }
 }

@@ -214,9 +214,13 @@ async fn a_pin_file_others_can_read_is_refused() {
         "pin_file = {}",
         toml_string(pin_file.to_str().expect("UTF-8"))
     );
+    let Some(keywardd) = require(Peer::KeywarddPkcs11InProcess) else {
+        return;
+    };
     let tables = hsm.backend_toml_with_pin(token, &pin_line, "isolation = \"none\"");
     let output = hsm
         .daemon(&tables, "unused")
+        .program(keywardd)
         .run_to_exit(Duration::from_secs(30));
     let text = format!("{}{}", stdout_text(&output), stderr_text(&output));
     assert!(!output.status.success(), "keywardd started:\n{text}");
@@ -237,6 +241,9 @@ async fn a_pin_from_a_systemd_credential_signs() {
     fs::create_dir(&credentials).expect("create the credentials directory");
     fs::write(credentials.join("hsm-pin"), PIN).expect("write the credential");
     set_mode(&credentials.join("hsm-pin"), 0o600);
+    let Some(keywardd) = require(Peer::KeywarddPkcs11InProcess) else {
+        return;
+    };
     let tables = hsm.backend_toml_with_pin(
         token,
         "pin_credential = \"hsm-pin\"",
@@ -244,6 +251,7 @@ async fn a_pin_from_a_systemd_credential_signs() {
     );
     let daemon = hsm
         .daemon(&tables, "unused")
+        .program(keywardd)
         .env(
             "CREDENTIALS_DIRECTORY",
             credentials.to_str().expect("UTF-8"),

@@ -1,15 +1,14 @@
 //! Conversions between the plugin protocol's messages and this crate's types.
 
-use std::time::Duration;
-
 use keyward_proto::plugin::v1 as wire;
 use keyward_proto::v1 as api;
 use tonic::{Code, Status};
 
-use super::RETRY_AFTER_METADATA;
+use crate::status::{retry_after_in, status_of};
 use crate::{BackendError, EcdsaFormat, KeyDescription, KeySpec, SignatureAlgorithm};
 
-/// A plugin's error status as the backend error it stands for.
+/// A plugin's error status as the backend error it stands for (the inverse of
+/// [`backend_error_to_status`]; codes a plugin should not send fall into the nearest kind).
 pub fn status_to_backend_error(status: &Status) -> BackendError {
     let message = status.message().to_string();
     match status.code() {
@@ -19,45 +18,19 @@ pub fn status_to_backend_error(status: &Status) -> BackendError {
             BackendError::InvalidInput(message)
         }
         Code::PermissionDenied | Code::Unauthenticated => BackendError::PermissionDenied(message),
-        Code::Unavailable | Code::ResourceExhausted | Code::Aborted => {
-            let retry_after = status
-                .metadata()
-                .get(RETRY_AFTER_METADATA)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .map(Duration::from_millis);
-            BackendError::Unavailable {
-                message,
-                retry_after,
-            }
-        }
+        Code::Unavailable | Code::ResourceExhausted | Code::Aborted => BackendError::Unavailable {
+            message,
+            retry_after: retry_after_in(status),
+        },
         Code::DeadlineExceeded | Code::Cancelled => BackendError::Timeout(message),
         _ => BackendError::Internal(message),
     }
 }
 
-/// A backend error as the status a plugin answers with.
+/// A backend error as the status a plugin answers with: the code from the one table
+/// ([`crate::status::code_of`]) and the retry hint.
 pub fn backend_error_to_status(error: &BackendError) -> Status {
-    let message = error.to_string();
-    let code = match error {
-        BackendError::NotFound(_) => Code::NotFound,
-        BackendError::Unsupported(_) => Code::Unimplemented,
-        BackendError::InvalidInput(_) => Code::InvalidArgument,
-        BackendError::PermissionDenied(_) => Code::PermissionDenied,
-        BackendError::Unavailable { .. } => Code::Unavailable,
-        BackendError::Timeout(_) => Code::DeadlineExceeded,
-        _ => Code::Internal,
-    };
-    let mut status = Status::new(code, message);
-    if let BackendError::Unavailable {
-        retry_after: Some(after),
-        ..
-    } = error
-        && let Ok(value) = after.as_millis().to_string().parse()
-    {
-        status.metadata_mut().insert(RETRY_AFTER_METADATA, value);
-    }
-    status
+    status_of(error, error.to_string())
 }
 
 pub(crate) fn spec_from_wire(spec: i32) -> Result<KeySpec, BackendError> {
@@ -118,6 +91,8 @@ pub(crate) fn format_from_wire(format: i32) -> EcdsaFormat {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -4,16 +4,20 @@
 //!   `main` is one call.
 //! - [`RemoteBackend`] is the other side: a [`Backend`](crate::Backend) that forwards every
 //!   call to a plugin process over its socket.
+//! - [`check`]: the `--check-settings` mode every plugin executable has; [`openpgp`]: the
+//!   `--check-openpgp-cert` mode of the pgp plugin, which checks certificates for the daemon.
 //!
 //! `proto/keyward/plugin/v1/plugin.proto` documents the protocol for plugins in any language.
 
+pub mod check;
 mod convert;
+pub mod openpgp;
 mod remote;
 mod serve;
 
 pub use convert::{backend_error_to_status, status_to_backend_error};
 pub use remote::RemoteBackend;
-pub use serve::{run, serve};
+pub use serve::{Plugin, run, serve};
 
 /// The protocol version this crate speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -25,5 +29,4 @@ pub const ENV_SOCKET: &str = "KEYWARD_PLUGIN_SOCKET";
 pub const ENV_NAME: &str = "KEYWARD_PLUGIN_NAME";
 /// Environment variable: the protocol version the daemon speaks.
 pub const ENV_PROTOCOL: &str = "KEYWARD_PLUGIN_PROTOCOL";
-/// gRPC metadata carrying an `Unavailable` error's retry hint in milliseconds.
-pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
+pub use crate::status::RETRY_AFTER_METADATA;

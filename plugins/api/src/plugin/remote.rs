@@ -12,10 +12,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::PROTOCOL_VERSION;
 use super::convert::{description_from_wire, format_from_wire, status_to_backend_error};
-use crate::{
-    Backend, BackendError, KeyDescription, KeySpec, Secret, SignInput, Signature,
-    SignatureAlgorithm,
-};
+use crate::{Backend, BackendError, KeyDescription, KeySpec, Secret, SignOp, Signature};
 
 /// A backend served by a plugin process on a Unix socket.
 #[derive(Debug, Clone)]
@@ -105,22 +102,40 @@ impl Backend for RemoteBackend {
         description_from_wire(response.into_inner())
     }
 
-    async fn sign(
-        &self,
-        reference: &str,
-        algorithm: SignatureAlgorithm,
-        input: SignInput<'_>,
-    ) -> Result<Signature, BackendError> {
-        let input = match input {
-            SignInput::Digest(digest) => wire::sign_request::Input::Digest(digest.to_vec()),
-            SignInput::Message(message) => wire::sign_request::Input::Message(message.to_vec()),
+    async fn canonical_reference(&self, reference: &str) -> Result<Option<String>, BackendError> {
+        let answer = self
+            .client
+            .clone()
+            .canonical_reference(wire::CanonicalReferenceRequest {
+                reference: reference.to_string(),
+            })
+            .await;
+        match answer {
+            Ok(answer) => {
+                let answer = answer.into_inner();
+                Ok(answer.found.then_some(answer.reference))
+            }
+            // A plugin without the call: every reference is its own spelling.
+            Err(status) if status.code() == tonic::Code::Unimplemented => {
+                Ok(Some(reference.to_string()))
+            }
+            Err(status) => Err(status_to_backend_error(&status)),
+        }
+    }
+
+    async fn sign(&self, reference: &str, op: SignOp<'_>) -> Result<Signature, BackendError> {
+        let input = match op {
+            SignOp::Prehashed(prehashed) => {
+                wire::sign_request::Input::Digest(prehashed.digest().to_vec())
+            }
+            SignOp::Ed25519 { message } => wire::sign_request::Input::Message(message.to_vec()),
         };
         let response = self
             .client
             .clone()
             .sign(wire::SignRequest {
                 reference: reference.to_string(),
-                algorithm: api::SignatureAlgorithm::from(algorithm) as i32,
+                algorithm: api::SignatureAlgorithm::from(op.algorithm()) as i32,
                 input: Some(input),
             })
             .await

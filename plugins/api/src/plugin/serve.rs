@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::io::{Read, Write};
+use std::marker::PhantomData;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -14,16 +15,18 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
+use super::check::{CHECK_SETTINGS_ARG, run_check};
 use super::convert::{
     algorithm_from_wire, backend_error_to_status, description_to_wire, format_to_wire,
     spec_from_wire,
 };
 use super::{ENV_SOCKET, HANDSHAKE_LINE, PROTOCOL_VERSION};
-use crate::{Backend, BackendError, Secret, SignInput};
+use crate::{Backend, BackendError, Secret, SignInput, SignOp};
 
 /// The whole `main` of a Rust plugin executable: reads the backend's settings (JSON) from stdin,
 /// builds the backend with `make`, listens on `$KEYWARD_PLUGIN_SOCKET`, prints the handshake
-/// line and serves until SIGTERM, SIGINT or the daemon's death.
+/// line and serves until SIGTERM, SIGINT or the daemon's death. With `--check-settings` it
+/// checks the settings instead and exits ([`super::check`]).
 ///
 /// ```no_run
 /// # #[derive(serde::Deserialize)] struct Settings;
@@ -33,13 +36,83 @@ use crate::{Backend, BackendError, Secret, SignInput};
 /// #   fn backend_type(&self) -> &str { "mine" }
 /// #   async fn list_keys(&self) -> Result<Vec<keyward_plugin_api::KeyDescription>, keyward_plugin_api::BackendError> { Ok(vec![]) }
 /// #   async fn describe_key(&self, r: &str) -> Result<keyward_plugin_api::KeyDescription, keyward_plugin_api::BackendError> { Err(keyward_plugin_api::BackendError::NotFound(r.into())) }
-/// #   async fn sign(&self, r: &str, _: keyward_plugin_api::SignatureAlgorithm, _: keyward_plugin_api::SignInput<'_>) -> Result<keyward_plugin_api::Signature, keyward_plugin_api::BackendError> { Err(keyward_plugin_api::BackendError::NotFound(r.into())) }
+/// #   async fn sign(&self, r: &str, _: keyward_plugin_api::SignOp<'_>) -> Result<keyward_plugin_api::Signature, keyward_plugin_api::BackendError> { Err(keyward_plugin_api::BackendError::NotFound(r.into())) }
 /// # }
 /// fn main() -> std::process::ExitCode {
 ///     keyward_plugin_api::plugin::run(MyBackend::new)
 /// }
 /// ```
 pub fn run<S, B, F>(make: F) -> ExitCode
+where
+    S: DeserializeOwned,
+    B: Backend + 'static,
+    F: FnOnce(S) -> Result<B, BackendError>,
+{
+    Plugin::new(make).run()
+}
+
+/// A plugin executable's `main` with options; [`run`] is `Plugin::new(make).run()`.
+///
+/// ```no_run
+/// # #[derive(serde::Deserialize)] struct Settings;
+/// # #[derive(Debug)] struct Kms;
+/// # impl Kms { fn new(_: Settings) -> Result<Self, keyward_plugin_api::BackendError> { Ok(Kms) } }
+/// # #[async_trait::async_trait] impl keyward_plugin_api::Backend for Kms {
+/// #   fn backend_type(&self) -> &str { "kms" }
+/// #   async fn list_keys(&self) -> Result<Vec<keyward_plugin_api::KeyDescription>, keyward_plugin_api::BackendError> { Ok(vec![]) }
+/// #   async fn describe_key(&self, r: &str) -> Result<keyward_plugin_api::KeyDescription, keyward_plugin_api::BackendError> { Err(keyward_plugin_api::BackendError::NotFound(r.into())) }
+/// #   async fn sign(&self, r: &str, _: keyward_plugin_api::SignOp<'_>) -> Result<keyward_plugin_api::Signature, keyward_plugin_api::BackendError> { Err(keyward_plugin_api::BackendError::NotFound(r.into())) }
+/// # }
+/// fn main() -> std::process::ExitCode {
+///     // The SDK's credential chain reads these from the environment.
+///     keyward_plugin_api::plugin::Plugin::new(Kms::new)
+///         .pass_env(&["CLOUD_*"])
+///         .run()
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Plugin<S, F> {
+    make: F,
+    env: &'static [&'static str],
+    _settings: PhantomData<fn() -> S>,
+}
+
+impl<S, B, F> Plugin<S, F>
+where
+    S: DeserializeOwned,
+    B: Backend + 'static,
+    F: FnOnce(S) -> Result<B, BackendError>,
+{
+    /// A plugin whose backend `make` builds from its settings `S`.
+    pub fn new(make: F) -> Self {
+        Plugin {
+            make,
+            env: &[],
+            _settings: PhantomData,
+        }
+    }
+
+    /// Variables this plugin needs from the daemon's environment besides those its `*_env`
+    /// settings name (names, or prefixes ending in `*`). keywardd learns them from the
+    /// `--check-settings` answer and passes them when it starts the plugin.
+    pub fn pass_env(mut self, names: &'static [&'static str]) -> Self {
+        self.env = names;
+        self
+    }
+
+    /// Runs the plugin (or its `--check-settings` mode) and returns its exit code.
+    pub fn run(self) -> ExitCode {
+        if std::env::args()
+            .skip(1)
+            .any(|arg| arg == CHECK_SETTINGS_ARG)
+        {
+            return run_check::<S>(self.env);
+        }
+        serve_main(self.make)
+    }
+}
+
+fn serve_main<S, B, F>(make: F) -> ExitCode
 where
     S: DeserializeOwned,
     B: Backend + 'static,
@@ -214,6 +287,21 @@ impl WireBackend for PluginService {
         Ok(Response::new(description_to_wire(key)))
     }
 
+    async fn canonical_reference(
+        &self,
+        request: Request<wire::CanonicalReferenceRequest>,
+    ) -> Result<Response<wire::CanonicalReferenceResponse>, Status> {
+        let canonical = self
+            .backend
+            .canonical_reference(&request.get_ref().reference)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(wire::CanonicalReferenceResponse {
+            found: canonical.is_some(),
+            reference: canonical.unwrap_or_default(),
+        }))
+    }
+
     async fn sign(
         &self,
         request: Request<wire::SignRequest>,
@@ -225,9 +313,12 @@ impl WireBackend for PluginService {
             Some(wire::sign_request::Input::Message(message)) => SignInput::Message(message),
             None => return Err(Status::invalid_argument("the request has no input")),
         };
+        // The edge of this process: the request becomes a SignOp once, here.
+        let op = SignOp::new(algorithm, input)
+            .map_err(|e| status(BackendError::InvalidInput(e.to_string())))?;
         let signature = self
             .backend
-            .sign(&request.reference, algorithm, input)
+            .sign(&request.reference, op)
             .await
             .map_err(status)?;
         Ok(Response::new(wire::SignResponse {

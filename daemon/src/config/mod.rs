@@ -1,14 +1,20 @@
 //! The daemon's TOML configuration: parsing, validation, defaults.
 //!
 //! Unknown fields and bad values are errors that name the line. Backend-specific settings are
-//! checked by the backend's own settings type, with the line of its `[[backend]]` table.
+//! checked by the backend itself (its plugin's `--check-settings`, or the settings type of a
+//! backend in the daemon), and reported at the line of the setting at fault ([`backend`]).
+
+mod backend;
+
+pub use backend::{BackendConfig, Isolation};
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use keyward_plugin_api::is_valid_key_name;
 use serde::Deserialize;
+
+use backend::{RawBackend, parse_backend};
 
 use crate::audit::AuditConfig;
 use crate::paths;
@@ -68,7 +74,7 @@ impl ConfigSource {
         }
     }
 
-    fn line_of(&self, offset: usize) -> usize {
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())]
             .bytes()
             .filter(|&b| b == b'\n')
@@ -89,8 +95,9 @@ struct RawConfig {
     default_policy: Option<toml::Spanned<toml::Table>>,
     audit: Option<toml::Spanned<toml::Table>>,
     tls: Option<toml::Spanned<toml::Table>>,
+    plugin_dir: Option<PathBuf>,
     #[serde(default)]
-    backend: Vec<toml::Spanned<toml::Table>>,
+    backend: Vec<RawBackend>,
     #[serde(default)]
     key: Vec<toml::Spanned<RawKey>>,
 }
@@ -125,47 +132,13 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// `[tls]`: the mutual-TLS listener.
     pub tls: Option<TlsConfig>,
+    /// `plugin_dir`: where `keyward-plugin-<type>` executables are; `None`: next to keywardd,
+    /// then `<prefix>/libexec/keyward` ([`crate::plugin_dir`]).
+    pub plugin_dir: Option<PathBuf>,
     /// Backend instances, in config order.
     pub backends: Vec<BackendConfig>,
     /// Keys named in the config.
     pub keys: Vec<KeyConfig>,
-}
-
-/// Where a backend runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isolation {
-    /// Inside the daemon.
-    None,
-    /// In its own child process, speaking `keyward.plugin.v1`.
-    Process,
-}
-
-/// One `[[backend]]` table.
-#[derive(Debug, Clone)]
-pub struct BackendConfig {
-    /// Instance name, used by keys and by `keys generate --backend`.
-    pub name: String,
-    /// Backend type (`local`, `external`, ...).
-    pub backend_type: String,
-    /// Where it runs; `None` when the config does not say (each type has a default).
-    pub isolation: Option<Isolation>,
-    /// The deadline of each call to the backend.
-    pub timeout: Duration,
-    /// How long a plugin process has to print its handshake.
-    pub startup_timeout: Duration,
-    /// How often a plugin process is health-checked.
-    pub health_interval: Duration,
-    /// `external` only: the plugin executable and its arguments.
-    pub command: Option<Vec<String>>,
-    /// Names of environment variables passed to a plugin process besides those its
-    /// `*_env` settings name.
-    pub env: Vec<String>,
-    /// The backend's own settings (everything but the fields above).
-    pub settings: toml::Table,
-    /// The line of the table, for errors found later.
-    pub line: usize,
-    /// The file it came from.
-    pub origin: String,
 }
 
 /// One `[[key]]` table.
@@ -182,30 +155,6 @@ pub struct KeyConfig {
     pub certificate_chain: Option<(PathBuf, Vec<Vec<u8>>)>,
     /// `[key.policy]`.
     pub policy: Option<PolicyRules>,
-}
-
-impl BackendConfig {
-    /// Deserializes this backend's settings into the backend's settings type; errors name the
-    /// backend and its line.
-    pub fn settings<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
-        T::deserialize(toml::Value::Table(self.settings.clone())).map_err(|e| ConfigError {
-            origin: format!("{} line {}", self.origin, self.line),
-            message: format!(
-                "[[backend]] {:?} (type {:?}): {}",
-                self.name,
-                self.backend_type,
-                e.message()
-            ),
-        })
-    }
-
-    /// An error about this backend, naming its line.
-    pub fn error(&self, message: impl std::fmt::Display) -> ConfigError {
-        ConfigError {
-            origin: format!("{} line {}", self.origin, self.line),
-            message: format!("[[backend]] {:?}: {message}", self.name),
-        }
-    }
 }
 
 /// Command-line overrides.
@@ -239,83 +188,19 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
 
     let mut backends = Vec::new();
     let mut names = HashSet::new();
-    for spanned in raw.backend {
-        let line = source.line_of(spanned.span().start);
-        let mut table = spanned.into_inner();
-        let name = take_string(&mut table, "name")
-            .map_err(|m| ConfigError::at(source, Some(line), format!("[[backend]]: {m}")))?;
-        let backend_type = take_string(&mut table, "type").map_err(|m| {
-            ConfigError::at(source, Some(line), format!("[[backend]] {name:?}: {m}"))
-        })?;
-        if !is_valid_key_name(&name) || name.contains('/') {
+    for raw in raw.backend {
+        let backend = parse_backend(source, raw)?;
+        if !names.insert(backend.name.clone()) {
             return Err(ConfigError::at(
                 source,
-                Some(line),
+                Some(backend.line),
                 format!(
-                    "[[backend]] name {name:?} is not valid: use letters, digits, '.', '_' and '-'"
+                    "a second [[backend]] is named {:?}; backend names must be unique",
+                    backend.name
                 ),
             ));
         }
-        if !names.insert(name.clone()) {
-            return Err(ConfigError::at(
-                source,
-                Some(line),
-                format!("a second [[backend]] is named {name:?}; backend names must be unique"),
-            ));
-        }
-        let at_line =
-            |m: String| ConfigError::at(source, Some(line), format!("[[backend]] {name:?}: {m}"));
-        let isolation = match table.remove("isolation") {
-            None => None,
-            Some(toml::Value::String(v)) if v == "process" => Some(Isolation::Process),
-            Some(toml::Value::String(v)) if v == "none" => Some(Isolation::None),
-            Some(other) => {
-                return Err(at_line(format!(
-                    "`isolation` must be \"process\" or \"none\", not {other}"
-                )));
-            }
-        };
-        let timeout = take_seconds(&mut table, "timeout", 30.0).map_err(at_line)?;
-        let startup_timeout = take_seconds(&mut table, "startup_timeout", 10.0).map_err(at_line)?;
-        let health_interval = take_seconds(&mut table, "health_interval", 5.0).map_err(at_line)?;
-        let command = match table.remove("command") {
-            None => None,
-            Some(value) => Some(string_list(value, "command").map_err(at_line)?),
-        };
-        let env = match table.remove("env") {
-            None => Vec::new(),
-            Some(value) => string_list(value, "env").map_err(at_line)?,
-        };
-        if backend_type == "external" {
-            if command.as_ref().is_none_or(|c| c.is_empty()) {
-                return Err(at_line(
-                    "an external backend needs `command = [\"/path/to/plugin\", ...]`".into(),
-                ));
-            }
-            if isolation == Some(Isolation::None) {
-                return Err(at_line(
-                    "an external backend always runs as a process; remove `isolation = \"none\"`"
-                        .into(),
-                ));
-            }
-        } else if command.is_some() {
-            return Err(at_line(
-                "`command` is only for `type = \"external\"`; built-in backends run their own plugin binary".into(),
-            ));
-        }
-        backends.push(BackendConfig {
-            name,
-            backend_type,
-            isolation,
-            timeout,
-            startup_timeout,
-            health_interval,
-            command,
-            env,
-            settings: table,
-            line,
-            origin: source.name.clone(),
-        });
+        backends.push(backend);
     }
 
     let mut keys = Vec::new();
@@ -434,6 +319,10 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         default_policy,
         audit,
         tls,
+        plugin_dir: raw.plugin_dir.map(|dir| match &source.dir {
+            Some(base) if dir.is_relative() => base.join(dir),
+            _ => dir,
+        }),
         backends,
         keys,
     })
@@ -466,52 +355,5 @@ fn read_chain(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(chain)
 }
 
-/// A duration in seconds (integer or float), `default` when absent.
-fn take_seconds(table: &mut toml::Table, field: &str, default: f64) -> Result<Duration, String> {
-    let seconds = match table.remove(field) {
-        None => default,
-        Some(toml::Value::Integer(i)) => i as f64,
-        Some(toml::Value::Float(f)) => f,
-        Some(other) => {
-            return Err(format!(
-                "`{field}` is a number of seconds, not {}",
-                other.type_str()
-            ));
-        }
-    };
-    if !(0.001..=3600.0).contains(&seconds) {
-        return Err(format!(
-            "`{field}` = {seconds} is out of range: use 0.001 to 3600 seconds"
-        ));
-    }
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-fn string_list(value: toml::Value, field: &str) -> Result<Vec<String>, String> {
-    let not_list = || format!("`{field}` must be a list of strings");
-    match value {
-        toml::Value::Array(items) => items
-            .into_iter()
-            .map(|item| match item {
-                toml::Value::String(s) => Ok(s),
-                _ => Err(not_list()),
-            })
-            .collect(),
-        _ => Err(not_list()),
-    }
-}
-
-fn take_string(table: &mut toml::Table, field: &str) -> Result<String, String> {
-    match table.remove(field) {
-        Some(toml::Value::String(value)) => Ok(value),
-        Some(other) => Err(format!(
-            "`{field}` must be a string, not {}",
-            other.type_str()
-        )),
-        None => Err(format!("missing `{field}`")),
-    }
-}
-
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

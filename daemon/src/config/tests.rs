@@ -63,7 +63,7 @@ fn errors_name_the_line() {
 }
 
 #[test]
-fn backend_settings_errors_name_the_backend_line() {
+fn backend_settings_errors_name_the_line_of_the_setting() {
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     #[allow(dead_code)]
@@ -76,6 +76,31 @@ fn backend_settings_errors_name_the_backend_line() {
         .settings::<Settings>()
         .unwrap_err()
         .to_string();
-    assert!(err.contains("line 3"), "{err}");
+    // Line 1 is the state_dir parse_text adds; `pathh` is on line 6.
+    assert!(err.starts_with("test.toml line 6: "), "{err}");
     assert!(err.contains("unknown field `pathh`"), "{err}");
+    let missing = config.backends[0]
+        .settings::<Settings>()
+        .map(drop)
+        .unwrap_err()
+        .to_string();
+    assert!(missing.contains("line 6"), "{missing}");
+
+    // A setting the table does not have is reported at the table's line.
+    let config = parse_text("\n[[backend]]\nname = \"a\"\ntype = \"local\"\n").unwrap();
+    let err = config.backends[0]
+        .settings::<Settings>()
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("test.toml line 3: "), "{err}");
+    assert!(err.contains("missing field `path`"), "{err}");
+    let err = config.backends[0]
+        .setting_error(Some("isolation"), "no")
+        .to_string();
+    assert!(err.starts_with("test.toml line 3: "), "{err}");
+
+    check(
+        "[[backend]]\nname = \"a\"\ntype = \"../../bin/sh\"\n",
+        Err("line 4: [[backend]] \"a\": type \"../../bin/sh\" is not valid"),
+    );
 }

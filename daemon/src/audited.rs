@@ -1,0 +1,86 @@
+//! [`Audited`]: the one place that writes an RPC's audit records, in the order SECURITY.md
+//! promises: a refusal is one `denied` (permission, policy, rate) or `error` (bad input, unknown
+//! key) record; work that reaches a backend is an `attempt` record, on disk before the work
+//! starts (with `fail_closed`, a request whose attempt cannot be written never reaches the
+//! backend), then an `ok` or `error` record (with `fail_closed`, a result whose `ok` cannot be
+//! written is withheld). Sign and every `KeyAdmin` RPC go through it, and so will the ssh-agent
+//! front-end.
+
+use std::future::Future;
+
+use crate::audit::{Auditor, CallerRecord, Record, Stage};
+use crate::auth::Caller;
+use crate::error::AgentError;
+
+/// One request's audit trail.
+#[derive(Debug)]
+pub struct Audited<'a> {
+    auditor: &'a Auditor,
+    /// The record the request builds up (key, backend, algorithm, digest, purpose, ...).
+    pub record: Record,
+}
+
+/// The result word of a refusal: `denied` for permission and rate refusals, `error` for the
+/// rest.
+pub fn refusal_result(error: &AgentError) -> &'static str {
+    match error {
+        AgentError::PermissionDenied(_) | AgentError::RateLimited { .. } => "denied",
+        _ => "error",
+    }
+}
+
+impl<'a> Audited<'a> {
+    /// The trail of an `event` (`sign`, `generate_key`, ...) by `caller`.
+    pub fn new(auditor: &'a Auditor, event: &'static str, caller: &Caller) -> Self {
+        let mut record = Record {
+            event,
+            ..Record::default()
+        };
+        if auditor.enabled() {
+            // Reads /proc/<pid>/exe: only when a record will be written.
+            record.caller = CallerRecord::inspect(caller);
+        }
+        Audited { auditor, record }
+    }
+
+    /// Whether records are written at all (to skip work that only feeds them).
+    pub fn enabled(&self) -> bool {
+        self.auditor.enabled()
+    }
+
+    /// Records a request refused before any work, and returns the refusal. A refusal stays a
+    /// refusal even when its record cannot be written.
+    pub async fn refuse(&self, error: AgentError) -> AgentError {
+        let record = self
+            .record
+            .outcome(refusal_result(&error), Some(error.to_string()));
+        let _ = self.auditor.record(record, Stage::Before).await;
+        error
+    }
+
+    /// Records the attempt, runs `work`, records its outcome; `on_ok` adds what the result
+    /// tells to the `ok` record (the key version that signed).
+    pub async fn run<T>(
+        &mut self,
+        work: impl Future<Output = Result<T, AgentError>>,
+        on_ok: impl FnOnce(&T, &mut Record),
+    ) -> Result<T, AgentError> {
+        self.auditor
+            .record(self.record.outcome("attempt", None), Stage::Before)
+            .await?;
+        match work.await {
+            Ok(done) => {
+                on_ok(&done, &mut self.record);
+                self.auditor
+                    .record(self.record.outcome("ok", None), Stage::After)
+                    .await?;
+                Ok(done)
+            }
+            Err(e) => {
+                let failed = self.record.outcome("error", Some(e.to_string()));
+                let _ = self.auditor.record(failed, Stage::After).await;
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The `keyward.v1.KeyAdmin` service: create keys, attach certificate chains and OpenPGP
+//! certificates to them, unlock a backend. The caller layer decided who may manage keys
+//! ([`super::layer`]); each handler takes that decision, describes its request for the audit
+//! log, and runs its work through [`Audited`], which records the refusal or the attempt and
+//! its outcome.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use keyward_plugin_api::{KeySpec, Secret};
+use keyward_proto::v1::key_admin_server::KeyAdmin;
+use keyward_proto::v1::{self};
+use sha2::Digest;
+use tonic::{Request, Response, Status};
+
+use super::signer::{key_info, public_key_response};
+use super::{admin_of, caller_of};
+use crate::audit::Auditor;
+use crate::audited::Audited;
+use crate::auth::AdminCaller;
+use crate::error::AgentError;
+use crate::keys::Registry;
+
+/// The `KeyAdmin` service.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    registry: Arc<Registry>,
+    audit: Auditor,
+}
+
+impl AdminService {
+    /// A service over `registry`, recording in `audit`.
+    pub fn new(registry: Arc<Registry>, audit: Auditor) -> Self {
+        AdminService { registry, audit }
+    }
+
+    /// The admin who sent `request` and the audit trail of its `event`, described by
+    /// `describe`; a caller who may not manage keys is refused here, with a `denied` record.
+    async fn begin<T>(
+        &self,
+        request: &Request<T>,
+        event: &'static str,
+        describe: impl FnOnce(&T, &mut crate::audit::Record),
+    ) -> Result<(AdminCaller, Audited<'_>), Status> {
+        let caller = caller_of(request)?;
+        let mut audited = Audited::new(&self.audit, event, &caller);
+        describe(request.get_ref(), &mut audited.record);
+        match admin_of(request)? {
+            Ok(admin) => Ok((admin, audited)),
+            Err(denied) => {
+                tracing::warn!(event, key = %audited.record.key, "refused: {denied}");
+                Err(audited.refuse(denied).await.into())
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl KeyAdmin for AdminService {
+    async fn generate_key(
+        &self,
+        request: Request<v1::GenerateKeyRequest>,
+    ) -> Result<Response<v1::GenerateKeyResponse>, Status> {
+        let (admin, mut audited) = self
+            .begin(&request, "generate_key", |r, record| {
+                record.key = r.key_id.clone();
+                record.backend = r.backend.clone();
+            })
+            .await?;
+        let request = request.into_inner();
+        let spec = v1::KeySpec::try_from(request.key_spec)
+            .ok()
+            .and_then(|s| KeySpec::try_from(s).ok());
+        let Some(spec) = spec else {
+            let error = AgentError::InvalidArgument(format!(
+                "key {:?}: choose a key spec: {}",
+                request.key_id,
+                KeySpec::ALL.map(|s| s.name()).join(", ")
+            ));
+            return Err(audited.refuse(error).await.into());
+        };
+        audited.record.key_spec = spec.name().to_string();
+        let options: BTreeMap<String, String> = request.options.into_iter().collect();
+        let shown_options = options
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(key = %request.key_id, backend = %request.backend, %spec, options = %shown_options, caller = %admin.caller(), "generating a key");
+        let key = audited
+            .run(
+                self.registry
+                    .generate(&request.backend, &request.key_id, spec, &options),
+                |_, _| {},
+            )
+            .await?;
+        let public = public_key_response(&key)?;
+        Ok(Response::new(v1::GenerateKeyResponse {
+            key: Some(key_info(&key)),
+            public_key_der: public.public_key_der,
+            public_key_pem: public.public_key_pem,
+        }))
+    }
+
+    async fn attach_certificate_chain(
+        &self,
+        request: Request<v1::AttachCertificateChainRequest>,
+    ) -> Result<Response<v1::AttachCertificateChainResponse>, Status> {
+        let (admin, mut audited) = self
+            .begin(&request, "attach_certificate_chain", |r, record| {
+                record.key = r.key_id.clone();
+                record.digest =
+                    hex::encode(sha2::Sha256::digest(r.certificate_chain_pem.as_bytes()));
+            })
+            .await?;
+        let request = request.into_inner();
+        if let Ok(key) = self.registry.resolve(&request.key_id).await {
+            audited.record.backend = key.backend_name.clone();
+        }
+        tracing::info!(key = %request.key_id, caller = %admin.caller(), "attaching a certificate chain");
+        let key = audited
+            .run(
+                self.registry
+                    .attach_chain(&request.key_id, &request.certificate_chain_pem),
+                |_, _| {},
+            )
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(key = %request.key_id, caller = %admin.caller(), "certificate chain refused: {e}");
+            })?;
+        Ok(Response::new(v1::AttachCertificateChainResponse {
+            key: Some(key_info(&key)),
+            certificate_chain: key.certificate_chain.clone(),
+        }))
+    }
+
+    async fn attach_open_pgp_certificate(
+        &self,
+        request: Request<v1::AttachOpenPgpCertificateRequest>,
+    ) -> Result<Response<v1::AttachOpenPgpCertificateResponse>, Status> {
+        let (admin, mut audited) = self
+            .begin(&request, "attach_openpgp_certificate", |r, record| {
+                record.key = r.key_id.clone();
+                record.digest = hex::encode(sha2::Sha256::digest(&r.certificate));
+            })
+            .await?;
+        let request = request.into_inner();
+        if let Ok(key) = self.registry.resolve(&request.key_id).await {
+            audited.record.backend = key.backend_name.clone();
+        }
+        tracing::info!(key = %request.key_id, caller = %admin.caller(), "attaching an OpenPGP certificate");
+        let (key, fingerprint) = audited
+            .run(
+                self.registry
+                    .attach_openpgp(&request.key_id, &request.certificate),
+                |_, _| {},
+            )
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(key = %request.key_id, caller = %admin.caller(), "OpenPGP certificate refused: {e}");
+            })?;
+        Ok(Response::new(v1::AttachOpenPgpCertificateResponse {
+            key: Some(key_info(&key)),
+            certificate: key
+                .description
+                .openpgp_certificate
+                .clone()
+                .unwrap_or_default(),
+            fingerprint,
+        }))
+    }
+
+    async fn unlock_backend(
+        &self,
+        request: Request<v1::UnlockBackendRequest>,
+    ) -> Result<Response<v1::UnlockBackendResponse>, Status> {
+        // The PIN is in the request: it goes to the backend only, never to a log or a record.
+        let (admin, mut audited) = self
+            .begin(&request, "unlock_backend", |r, record| {
+                record.backend = r.backend.clone();
+            })
+            .await?;
+        let mut request = request.into_inner();
+        let pin = Secret::new(std::mem::take(&mut request.pin));
+        let backend_name = request.backend;
+        let ttl = Some(request.ttl_seconds)
+            .filter(|s| *s > 0)
+            .map(std::time::Duration::from_secs);
+        let backend = match self.registry.backend(&backend_name) {
+            Ok(backend) => backend.clone(),
+            Err(e) => return Err(audited.refuse(e).await.into()),
+        };
+        tracing::info!(backend = %backend_name, ttl_seconds = request.ttl_seconds, caller = %admin.caller(), "unlocking a backend (PIN given over the socket)");
+        let work = async {
+            if pin.expose().is_empty() {
+                return Err(AgentError::InvalidArgument(format!(
+                    "backend {backend_name:?}: the PIN is empty; type the PIN (or pipe it on stdin) to `keyward yubikey unlock`"
+                )));
+            }
+            backend
+                .unlock(pin, ttl)
+                .await
+                .map_err(|source| AgentError::BackendCall {
+                    backend: backend_name.clone(),
+                    source,
+                })
+        };
+        audited.run(work, |_, _| {}).await.inspect_err(|e| {
+            tracing::warn!(backend = %backend_name, caller = %admin.caller(), "unlock refused: {e}");
+        })?;
+        Ok(Response::new(v1::UnlockBackendResponse {
+            backend: backend_name,
+            ttl_seconds: request.ttl_seconds,
+        }))
+    }
+}
