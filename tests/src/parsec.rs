@@ -19,7 +19,7 @@ pub const PARSEC_ENV: &str = "KEYWARD_TEST_PARSEC";
 /// The SoftHSM2 token the PKCS#11 provider uses.
 pub const TOKEN: &str = "parsec";
 /// How long Parsec may take to say it is ready.
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A running Parsec service and its peers; stopped when dropped.
 #[derive(Debug)]

@@ -17,7 +17,7 @@ use tempfile::TempDir;
 use crate::{COMMAND_TIMEOUT, run_with_timeout, stderr_text, stdout_text, toml_string};
 
 /// How long swtpm may take to accept connections.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running swtpm with its own state directory; killed when dropped.
 #[derive(Debug)]

@@ -2,7 +2,7 @@
 //! socket; once it is started again the same backend serves the next calls, without a restart
 //! of keywardd or of the plugin.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyward_sdk::{Client, KeySpec, SignOptions};
 
@@ -57,16 +57,11 @@ async fn a_stopped_parsec_is_unavailable_and_a_started_one_serves_again() {
     assert_eq!(err.code(), Some(tonic::Code::Unavailable), "{err}");
 
     parsec.start_again();
-    let deadline = Instant::now() + Duration::from_secs(30);
     for id in ["fault-tpm", "fault-p11"] {
-        loop {
-            match sign(&client, id).await {
-                Ok(()) => break,
-                Err(e) if Instant::now() > deadline => {
-                    panic!("{id} did not sign after Parsec came back: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
+        let what = format!("{id} to sign after Parsec came back");
+        keyward_tests::wait::until_async(&what, Duration::from_secs(120), async || {
+            sign(&client, id).await.map_err(|e| e.to_string())
+        })
+        .await;
     }
 }

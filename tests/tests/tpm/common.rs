@@ -1,6 +1,6 @@
 //! What the tpm tests share: a daemon with one tpm backend on a fresh swtpm.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use keyward_sdk::{Client, SignOptions};
 use keyward_tests::peers::{Peer, require};
@@ -48,14 +48,10 @@ pub async fn sign_and_verify(client: &Client, key: &str) -> Result<(), keyward_s
 
 /// Signs with `key` until it works, for at most `limit`; panics with the last error.
 pub async fn sign_until_ok(client: &Client, key: &str, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    loop {
-        match sign_and_verify(client, key).await {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => {
-                panic!("{key} did not sign again within {limit:?}: {e}")
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    keyward_tests::wait::until_async(&format!("{key} to sign again"), limit, async || {
+        sign_and_verify(client, key)
+            .await
+            .map_err(|e| e.to_string())
+    })
+    .await;
 }

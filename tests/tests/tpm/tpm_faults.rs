@@ -89,7 +89,7 @@ async fn a_tpm_killed_mid_run_is_unavailable_and_recovers() {
     );
     // Both keys sign again, without a restart of anything of ours.
     for id in ["fault-ec", "fault-rsa"] {
-        sign_until_ok(&client, id, Duration::from_secs(30)).await;
+        sign_until_ok(&client, id, Duration::from_secs(120)).await;
     }
     daemon.terminate().await;
     assert_eq!(
