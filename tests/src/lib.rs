@@ -24,6 +24,7 @@ pub mod pki;
 pub mod plugins;
 mod process;
 pub mod softhsm;
+pub mod ssh;
 pub mod timestamping;
 pub mod tsa;
 pub mod users;
