@@ -31,3 +31,4 @@ pub mod signing;
 pub mod ssh_agent;
 pub mod state;
 pub mod tls;
+pub mod transport;
