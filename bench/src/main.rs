@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! keyward-bench latency --spawn --keys ec-p256,ed25519 --count 20000 --clients 1,16 --ssh-agent --gpg-agent
+//! keyward-bench latency --spawn --keys ed25519 --clients 16 --ssh-agent --keyward-ssh   # both ssh-agents
 //! keyward-bench pkcs11                 # SoftHSM2: keyward vs cryptoki directly
 //! keyward-bench cloud                  # local-kms and OpenBao: keyward vs their own clients
 //! keyward-bench tpm                    # a private swtpm: keyward vs tss-esapi directly
@@ -15,7 +16,8 @@
 //!
 //! [`drive`] runs N concurrent clients for a count or a time, [`resources`] reads the serving
 //! process's CPU time and memory from /proc, [`floor`] computes the in-process signatures,
-//! [`spawn`] starts a private `keywardd`, [`sshagent`] and [`gpgagent`] are the baselines,
+//! [`spawn`] starts a private `keywardd`, [`sshagent`] and [`gpgagent`] are the baselines
+//! ([`sshagent`] also drives keywardd's own ssh-agent socket),
 //! [`stats`] turns latencies into percentiles, [`report`] prints them and [`chart`] draws the
 //! JSON documents as PNG charts.
 
@@ -86,6 +88,7 @@ Examples:
   target/release/keyward-bench latency --spawn
   target/release/keyward-bench latency --spawn --keys ec-p256 --clients 1,4,16 --json
   target/release/keyward-bench latency --spawn --keys rsa-2048 --ssh-agent --gpg-agent --duration 5
+  target/release/keyward-bench latency --spawn --keys ed25519 --clients 16 --ssh-agent --keyward-ssh
   keyward-bench latency --socket $XDG_RUNTIME_DIR/keyward/agent.sock --backend local";
 
 /// `keyward-bench latency`
@@ -126,6 +129,10 @@ pub struct LatencyArgs {
     /// connection per client, as ssh clients use)
     #[arg(long)]
     pub ssh_agent: bool,
+    /// With --spawn: also measure keywardd's own ssh-agent socket (`[ssh_agent]` offering the
+    /// benchmark keys), with the same requests as --ssh-agent
+    #[arg(long, requires = "spawn")]
+    pub keyward_ssh: bool,
     /// Also measure GnuPG's gpg-agent (Assuan SIGKEY/SETHASH/PKSIGN, an unprotected key in a
     /// temporary GNUPGHOME) with the same key type and concurrency
     #[arg(long)]

@@ -19,6 +19,8 @@ pub enum Path {
     InProcess,
     /// Through OpenSSH's ssh-agent (the baseline), one connection per client.
     SshAgent,
+    /// Through keywardd's own ssh-agent socket (`[ssh_agent]`), one connection per client.
+    KeywardSsh,
     /// Through GnuPG's gpg-agent over its Assuan socket, one connection per client.
     GpgAgent,
     /// cryptoki directly on one kept, logged-in session (the PKCS#11 floor).
@@ -40,6 +42,7 @@ impl Path {
             Path::Agent => "agent",
             Path::InProcess => "in-process",
             Path::SshAgent => "ssh-agent",
+            Path::KeywardSsh => "keyward ssh-agent socket",
             Path::GpgAgent => "gpg-agent",
             Path::Pkcs11Direct => "cryptoki, kept session",
             Path::Pkcs11SessionPerSign => "cryptoki, session per signature",

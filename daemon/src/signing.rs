@@ -1,8 +1,8 @@
 //! [`SigningCore`]: authorise, audit, sign and verify, for any front-end.
 //!
 //! The gRPC `Sign` handler ([`crate::grpc::signer`]) is a thin adapter over
-//! [`SigningCore::sign`]; the ssh-agent front-end (issue #21) will be another, with the same
-//! policies, rate limits and audit records. A request reaches the core with an authenticated
+//! [`SigningCore::sign`]; the ssh-agent socket ([`crate::ssh_agent`]) is another, with the
+//! same policies, rate limits and audit records (its event is `ssh`, see [`Via`]). A request reaches the core with an authenticated
 //! [`Caller`] (the caller layer's); the core then:
 //!
 //! 1. resolves the key ([`crate::keys::Registry`]);
@@ -32,6 +32,34 @@ use crate::policy::{Applied, ExeHashCache, Policies, ProcessInfo, SignAttempt, i
 /// Longest `purpose` accepted, in bytes.
 pub const MAX_PURPOSE_LEN: usize = 256;
 
+/// The purposes only the ssh-agent socket sets (`ssh:auth`, `ssh:sig:<namespace>`,
+/// `ssh:other`, from the data it signs); a gRPC request may not claim them, so a policy's
+/// `purpose` pattern can trust them.
+pub const SSH_PURPOSE_PREFIX: &str = "ssh:";
+
+/// The front-end a request came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via<'a> {
+    /// The gRPC API (`keyward.v1.Signer/Sign`): audit event `sign`.
+    Grpc,
+    /// The ssh-agent socket: audit event `ssh`.
+    SshAgent {
+        /// The SHA-256 fingerprint of the server host key the connection was bound to
+        /// (`session-bind@openssh.com`), for a login.
+        host_key: Option<&'a str>,
+    },
+}
+
+impl Via<'_> {
+    /// The audit event of a signature requested this way.
+    pub fn event(self) -> &'static str {
+        match self {
+            Via::Grpc => "sign",
+            Via::SshAgent { .. } => "ssh",
+        }
+    }
+}
+
 /// A signature request as a front-end received it, not yet checked against the key.
 #[derive(Clone, Copy, Debug)]
 pub struct SignRequest<'a> {
@@ -45,6 +73,8 @@ pub struct SignRequest<'a> {
     pub format: EcdsaFormat,
     /// What the signature is for, free text, audited.
     pub purpose: &'a str,
+    /// The front-end that received it.
+    pub via: Via<'a>,
 }
 
 /// A signature, verified, in the encoding asked for.
@@ -131,6 +161,11 @@ impl SigningCore {
         &self.registry
     }
 
+    /// The audit log it records in.
+    pub fn auditor(&self) -> &Auditor {
+        &self.audit
+    }
+
     /// Signs `request` for `caller` (already authenticated), with every check, record and
     /// verification of the module documentation.
     pub async fn sign(
@@ -139,9 +174,15 @@ impl SigningCore {
         request: SignRequest<'_>,
     ) -> Result<Signed, AgentError> {
         let started = Instant::now();
-        let mut audited = Audited::new(&self.audit, "sign", caller);
+        let mut audited = Audited::new(&self.audit, request.via.event(), caller);
         audited.record.key = request.key_id.to_string();
         audited.record.purpose = request.purpose.to_string();
+        if let Via::SshAgent {
+            host_key: Some(host_key),
+        } = request.via
+        {
+            audited.record.ssh_host_key = host_key.to_string();
+        }
         if audited.enabled() {
             audited.record.digest = input_digest(request.input);
         }
@@ -192,8 +233,22 @@ impl SigningCore {
     /// Records a sign request the front-end could not even parse (an unknown algorithm
     /// number, no input) and returns the refusal.
     pub async fn refuse(&self, caller: &Caller, key_id: &str, error: AgentError) -> AgentError {
-        let mut audited = Audited::new(&self.audit, "sign", caller);
+        self.refuse_via(caller, Via::Grpc, key_id, "", error).await
+    }
+
+    /// Like [`SigningCore::refuse`], for a request that came `via` a front-end with a
+    /// `purpose` already known.
+    pub async fn refuse_via(
+        &self,
+        caller: &Caller,
+        via: Via<'_>,
+        key_id: &str,
+        purpose: &str,
+        error: AgentError,
+    ) -> AgentError {
+        let mut audited = Audited::new(&self.audit, via.event(), caller);
         audited.record.key = key_id.to_string();
+        audited.record.purpose = purpose.to_string();
         tracing::warn!(key = %key_id, caller = %caller, "sign {}: {error}", refusal_result(&error));
         audited.refuse(error).await
     }
@@ -206,6 +261,8 @@ impl SigningCore {
         request: &SignRequest<'r>,
         record: &mut Record,
     ) -> Result<(Arc<ResolvedKey>, SignOp<'r>), AgentError> {
+        reserved_purpose(request.via, request.purpose)
+            .map_err(|m| AgentError::InvalidArgument(format!("key {:?}: {m}", request.key_id)))?;
         let key = self.registry.resolve(request.key_id).await?;
         record.key = key.id.to_string();
         record.backend = key.backend_name.clone();
@@ -360,6 +417,17 @@ impl SigningCore {
     }
 }
 
+/// Refuses a purpose of the ssh-agent socket's (`ssh:...`) on a request from another
+/// front-end.
+pub fn reserved_purpose(via: Via<'_>, purpose: &str) -> Result<(), String> {
+    match via {
+        Via::Grpc if purpose.starts_with(SSH_PURPOSE_PREFIX) => Err(format!(
+            "purposes starting with {SSH_PURPOSE_PREFIX:?} are set by keywardd's ssh-agent socket from the data it signs; choose another purpose"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The hex digest a sign request carries; for a message (Ed25519), its SHA-256.
 fn input_digest(input: SignInput<'_>) -> String {
     match input {
@@ -445,6 +513,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("signs only with rsa-pkcs1-sha256"), "{err}");
+    }
+
+    #[test]
+    fn only_the_ssh_agent_socket_sets_ssh_purposes() {
+        let ssh = Via::SshAgent { host_key: None };
+        assert!(reserved_purpose(ssh, "ssh:sig:git").is_ok());
+        assert!(reserved_purpose(Via::Grpc, "release").is_ok());
+        assert!(reserved_purpose(Via::Grpc, "sshfoo").is_ok());
+        let err = reserved_purpose(Via::Grpc, "ssh:sig:git").unwrap_err();
+        assert!(err.contains("set by keywardd's ssh-agent socket"), "{err}");
+        assert_eq!((Via::Grpc.event(), ssh.event()), ("sign", "ssh"));
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod pki;
 pub mod plugins;
 mod process;
 pub mod softhsm;
+pub mod ssh;
 pub mod swtpm;
 pub mod timestamping;
 pub mod tsa;

@@ -50,6 +50,8 @@ pub enum Peer {
     Go,
     /// sigstore's `timestamp-server` v2.1.3, the RFC 3161 TSA (`KEYWARD_TEST_TSA`).
     Tsa,
+    /// OpenSSH's `ssh`, `ssh-add`, `ssh-keygen`, `/usr/sbin/sshd`, and `git`; the path is sshd.
+    OpenSsh,
     /// A Python with grpcio and grpcio-tools (`KEYWARD_TEST_PYTHON`, else the keyward venv).
     PythonGrpcTools,
     /// The grpc-go client of tests/clients/go (`KEYWARD_TEST_GRPC_GO_CLIENT`).
@@ -208,6 +210,14 @@ impl Peer {
                 Some(home().join(".cache/keyward/bin/timestamp-server")).filter(|p| p.is_file())
             })
             .ok_or_else(|| "sigstore's timestamp-server is not installed".to_string()),
+            Peer::OpenSsh => {
+                for tool in ["ssh", "ssh-add", "ssh-keygen", "git"] {
+                    on_path(tool).ok_or_else(|| format!("{tool} is not on PATH"))?;
+                }
+                Some(PathBuf::from("/usr/sbin/sshd"))
+                    .filter(|p| p.is_file())
+                    .ok_or_else(|| "sshd is not installed (/usr/sbin/sshd)".to_string())
+            }
         }
     }
 
@@ -265,6 +275,9 @@ impl Peer {
             Peer::Tsa => {
                 "`scripts/test timestamp` builds timestamp-server v2.1.3 from the Go module proxy \
                  and sets KEYWARD_TEST_TSA"
+            }
+            Peer::OpenSsh => {
+                "`scripts/test ssh` installs them (Debian openssh-client, openssh-server, git)"
             }
         }
     }

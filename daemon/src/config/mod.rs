@@ -19,6 +19,7 @@ use backend::{RawBackend, parse_backend};
 use crate::audit::AuditConfig;
 use crate::paths;
 use crate::policy::PolicyRules;
+use crate::ssh_agent::SshAgentConfig;
 use crate::tls::TlsConfig;
 
 /// A configuration error, with the file and line where it was found when known.
@@ -95,6 +96,7 @@ struct RawConfig {
     default_policy: Option<toml::Spanned<toml::Table>>,
     audit: Option<toml::Spanned<toml::Table>>,
     tls: Option<toml::Spanned<toml::Table>>,
+    ssh_agent: Option<toml::Spanned<toml::Table>>,
     plugin_dir: Option<PathBuf>,
     #[serde(default)]
     backend: Vec<RawBackend>,
@@ -132,6 +134,8 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// `[tls]`: the mutual-TLS listener.
     pub tls: Option<TlsConfig>,
+    /// `[ssh_agent]`: the ssh-agent socket.
+    pub ssh_agent: Option<SshAgentConfig>,
     /// `plugin_dir`: where `keyward-plugin-<type>` executables are; `None`: next to keywardd,
     /// then `<prefix>/libexec/keyward` ([`crate::plugin_dir`]).
     pub plugin_dir: Option<PathBuf>,
@@ -296,6 +300,21 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
             )
         }
     };
+    let ssh_agent = match raw.ssh_agent {
+        None => None,
+        Some(table) => {
+            let line = source.line_of(table.span().start);
+            Some(
+                SshAgentConfig::parse(
+                    table.into_inner(),
+                    source.dir.as_deref(),
+                    &socket,
+                    socket_is_default,
+                )
+                .map_err(|m| ConfigError::at(source, Some(line), format!("[ssh_agent]: {m}")))?,
+            )
+        }
+    };
     let own_uid = rustix::process::getuid().as_raw();
     if let Some(uid) = raw
         .admin_uids
@@ -319,6 +338,7 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         default_policy,
         audit,
         tls,
+        ssh_agent,
         plugin_dir: raw.plugin_dir.map(|dir| match &source.dir {
             Some(base) if dir.is_relative() => base.join(dir),
             _ => dir,

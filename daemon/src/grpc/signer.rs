@@ -95,6 +95,7 @@ pub fn parse(request: &v1::SignRequest) -> Result<SignRequest<'_>, String> {
         input,
         format,
         purpose: &request.purpose,
+        via: signing::Via::Grpc,
     })
 }
 
