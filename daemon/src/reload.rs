@@ -8,7 +8,8 @@
 //! processes are stopped once the requests that started on them have finished.
 //!
 //! What a reload cannot change without dropping connections or the audit chain (`socket`,
-//! `state_dir`, `[audit]`, `[tls]`) keeps its running value, with a warning to restart.
+//! `state_dir`, `[audit]`, `[tls]`, `[metrics]`, `log_format`) keeps its running value, with a
+//! warning to restart.
 
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -89,6 +90,14 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     if new.tls != running.tls {
         new.tls = running.tls.clone();
         kept.push("[tls]");
+    }
+    if new.metrics != running.metrics {
+        new.metrics = running.metrics.clone();
+        kept.push("[metrics]");
+    }
+    if new.log_format != running.log_format {
+        new.log_format = running.log_format;
+        kept.push("log_format");
     }
     kept
 }
