@@ -8,6 +8,7 @@
 //! one `keyward: error: ...` line on stderr).
 
 mod cmd;
+mod json;
 mod output;
 
 use std::path::PathBuf;

@@ -167,6 +167,13 @@ pub fn pem_text(pem: &str) -> String {
     format!("{}\n", pem.trim_end())
 }
 
+impl Failure {
+    /// The message, as one line (for a command that reports a failure as data: `status`).
+    pub fn message(&self) -> String {
+        one_line(&self.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
