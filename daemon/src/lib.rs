@@ -33,3 +33,4 @@ pub mod signing;
 pub mod state;
 pub mod status;
 pub mod tls;
+pub mod transport;
