@@ -9,15 +9,8 @@ use keyward_sdk::{BackendState, BackendStatus, StatusResponse};
 use serde::Serialize;
 
 use crate::cmd::{Agent, connect};
+pub use crate::output::{EXIT_NO_AGENT, EXIT_PROBLEMS, EXIT_WARNINGS};
 use crate::output::{EXIT_OK, Failure, write_stdout};
-
-/// `status` and `doctor`: something needs attention (a backend locked or starting, a
-/// certificate about to expire, a file mode to tighten).
-pub const EXIT_WARNINGS: i32 = 6;
-/// `status` and `doctor`: something is broken (a backend down, a check failed).
-pub const EXIT_PROBLEMS: i32 = 7;
-/// No agent answers on the socket (or it is not trusted).
-pub const EXIT_NO_AGENT: i32 = 2;
 
 pub const AFTER_HELP: &str = "\
 Shows whether the agent runs (version, pid, uptime, socket), and each backend: up, down,
