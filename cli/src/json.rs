@@ -1,5 +1,6 @@
 //! `--json` output: one JSON document on stdout, pretty-printed, ending with a newline. Every
-//! command that prints data takes `--json`; the shapes are documented in docs/cli-json.md.
+//! command that prints data takes `--json`; the shapes are documented in docs/operations.md
+//! ("JSON output").
 
 use serde::Serialize;
 
