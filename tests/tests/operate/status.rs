@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use keyward_tests::cli::{assert_ok, exit};
 use keyward_tests::plugins::plugin_processes;
+use keyward_tests::users::{CliCopy, NOBODY};
 use keyward_tests::wait::until;
 use keyward_tests::{DaemonBuilder, run_cli, set_mode, stdout_text};
 use rustix::process::{Pid, Signal, kill_process};
@@ -274,4 +275,50 @@ async fn doctor_with_no_agent_says_so() {
     let report = json_out(&output, "doctor --json with no agent");
     assert_eq!(report["result"], "no_agent");
     assert_eq!(doctor_check(&report, "agent")["status"], "problem");
+}
+
+#[tokio::test]
+async fn a_caller_who_is_not_an_admin_sees_states_but_not_where_the_files_are() {
+    let daemon = DaemonBuilder::new()
+        .top_level(&format!("allow_uids = [{NOBODY}]"))
+        .start()
+        .await;
+    generate(&daemon, "local", "ec-p256", "shared");
+    // The socket is the caller's to know; the config file and state directory are not.
+    let private = [
+        path(daemon.config_path()).to_string(),
+        path(&daemon.dir().join("state")).to_string(),
+    ];
+    let cli = CliCopy::new();
+    let output = cli.run_as(NOBODY, NOBODY, daemon.socket(), &["status", "--json"]);
+    assert_exit(&output, 0, "status as nobody");
+    let seen = json_out(&output, "status --json as nobody");
+    assert_eq!(seen["agent"], "running");
+    assert_eq!(backend(&seen, "local")["key_count"], 1, "{seen:#}");
+    assert!(
+        seen["details"].is_null(),
+        "no file locations for non-admins: {seen:#}"
+    );
+    let text = stdout_text(&output);
+    for place in &private {
+        assert!(
+            !text.contains(place.as_str()),
+            "status told a non-admin {place}: {text}"
+        );
+    }
+
+    let output = cli.run_as(NOBODY, NOBODY, daemon.socket(), &["doctor", "--json"]);
+    let report = json_out(&output, "doctor --json as nobody");
+    assert_eq!(
+        doctor_check(&report, "files")["status"],
+        "skipped",
+        "{report:#}"
+    );
+    let text = stdout_text(&output);
+    for place in &private {
+        assert!(
+            !text.contains(place.as_str()),
+            "doctor told a non-admin {place}: {text}"
+        );
+    }
 }
