@@ -6,6 +6,8 @@
 //! keyward-bench latency --spawn --keys ec-p256,ed25519 --count 20000 --clients 1,16 --ssh-agent --gpg-agent
 //! keyward-bench pkcs11                 # SoftHSM2: keyward vs cryptoki directly
 //! keyward-bench cloud                  # local-kms and OpenBao: keyward vs their own clients
+//! keyward-bench tpm                    # a private swtpm: keyward vs tss-esapi directly
+//! keyward-bench parsec --socket S      # a running Parsec: keyward vs parsec-client directly
 //! keyward-bench startup                # spawn to ready, idle RSS
 //! keyward-bench targets a.json b.json  # the targets of the speed issue, met or missed
 //! keyward-bench chart --input DIR --output docs/bench   # PNG charts from the JSON documents
@@ -23,6 +25,7 @@ mod drive;
 mod floor;
 mod gpgagent;
 mod latency;
+mod parsec;
 mod pkcs11;
 mod report;
 mod resources;
@@ -31,6 +34,7 @@ mod sshagent;
 mod startup;
 mod stats;
 mod targets;
+mod tpm;
 
 use std::path::PathBuf;
 
@@ -54,6 +58,10 @@ enum Command {
     Pkcs11(pkcs11::Pkcs11Args),
     /// Cloud backends on their emulators (local-kms, OpenBao): keyward vs their own clients
     Cloud(cloud::CloudArgs),
+    /// TPM 2.0 (a private swtpm, or --tcti): keyward vs tss-esapi directly
+    Tpm(tpm::TpmArgs),
+    /// A running Parsec service: keyward vs parsec-client directly, per provider
+    Parsec(parsec::ParsecArgs),
     /// keywardd start-up time (spawn to ready) and idle memory, on the embedded default
     Startup(startup::StartupArgs),
     /// The targets of the speed issue, checked against JSON documents from --json-out
@@ -152,6 +160,8 @@ fn main() {
             Command::Latency(args) => runtime.block_on(latency::run(args)),
             Command::Pkcs11(args) => runtime.block_on(pkcs11::run(args)),
             Command::Cloud(args) => runtime.block_on(cloud::run(args)),
+            Command::Tpm(args) => runtime.block_on(tpm::run(args)),
+            Command::Parsec(args) => runtime.block_on(parsec::run(args)),
             Command::Startup(args) => runtime.block_on(startup::run(args)),
             Command::Targets(args) => targets::run(args),
             Command::Chart(args) => chart::run(args),

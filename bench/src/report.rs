@@ -27,6 +27,10 @@ pub enum Path {
     Pkcs11SessionPerSign,
     /// A cloud emulator called directly with the SDK / HTTP client keyward's backend uses.
     CloudDirect,
+    /// tss-esapi directly: the key loaded once, TPM2_Sign per signature (the TPM floor).
+    TpmDirect,
+    /// parsec-client directly: psa_sign_hash per signature (the Parsec floor).
+    ParsecDirect,
 }
 
 impl Path {
@@ -40,6 +44,8 @@ impl Path {
             Path::Pkcs11Direct => "cryptoki, kept session",
             Path::Pkcs11SessionPerSign => "cryptoki, session per signature",
             Path::CloudDirect => "direct",
+            Path::TpmDirect => "tss-esapi, key loaded",
+            Path::ParsecDirect => "parsec-client",
         }
     }
 }

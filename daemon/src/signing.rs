@@ -62,11 +62,14 @@ pub struct Signed {
     pub key_version: String,
 }
 
-/// Turns a request into the operation a key of `spec` can sign: the algorithm (the key's
-/// default when `algorithm` is `None`) must fit the key, the input must fit the algorithm, the
-/// purpose must be short. The error is the reason, without the key.
+/// Turns a request into the operation a key of `spec` can sign with `allowed` (the default
+/// first: `spec.algorithms()`, or fewer when the backend restricts the key, see
+/// `KeyDescription::allowed_algorithms`): the algorithm (the key's default when `algorithm` is
+/// `None`) must fit the key and be allowed, the input must fit the algorithm, the purpose must
+/// be short. The error is the reason, without the key.
 pub fn operation<'a>(
     spec: KeySpec,
+    allowed: &[SignatureAlgorithm],
     algorithm: Option<SignatureAlgorithm>,
     input: SignInput<'a>,
     purpose: &str,
@@ -77,15 +80,27 @@ pub fn operation<'a>(
             purpose.len()
         ));
     }
-    let algorithm = algorithm.unwrap_or_else(|| spec.default_algorithm());
+    let names =
+        |list: &[SignatureAlgorithm]| list.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ");
+    let default = allowed
+        .first()
+        .copied()
+        .unwrap_or_else(|| spec.default_algorithm());
+    let algorithm = algorithm.unwrap_or(default);
     if !spec.supports(algorithm) {
         return Err(format!(
             "a {spec} key cannot sign with {algorithm}; use one of: {}",
-            spec.algorithms()
-                .iter()
-                .map(|a| a.name())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names(if allowed.is_empty() {
+                spec.algorithms()
+            } else {
+                allowed
+            })
+        ));
+    }
+    if !allowed.is_empty() && !allowed.contains(&algorithm) {
+        return Err(format!(
+            "this {spec} key signs only with {} (its backend's policy for the key); ask for one of those",
+            names(allowed)
         ));
     }
     SignOp::new(algorithm, input).map_err(|e| e.to_string())
@@ -197,6 +212,7 @@ impl SigningCore {
         record.key_version = key.description.version.clone().unwrap_or_default();
         let op = operation(
             key.spec(),
+            key.description.allowed_algorithms(),
             request.algorithm,
             request.input,
             request.purpose,
@@ -360,13 +376,28 @@ mod tests {
     fn the_operation_is_checked_against_the_key_once() {
         let d32 = [5u8; 32];
         // No algorithm: the key's default.
-        let op = operation(KeySpec::EcP256, None, SignInput::Digest(&d32), "").unwrap();
+        let op = operation(
+            KeySpec::EcP256,
+            KeySpec::EcP256.algorithms(),
+            None,
+            SignInput::Digest(&d32),
+            "",
+        )
+        .unwrap();
         assert_eq!(op.algorithm(), SignatureAlgorithm::EcdsaSha256);
-        let op = operation(KeySpec::Ed25519, None, SignInput::Message(b"m"), "").unwrap();
+        let op = operation(
+            KeySpec::Ed25519,
+            KeySpec::Ed25519.algorithms(),
+            None,
+            SignInput::Message(b"m"),
+            "",
+        )
+        .unwrap();
         assert_eq!(op, SignOp::ed25519(b"m"));
         // An algorithm the key cannot use names the ones it can.
         let err = operation(
             KeySpec::EcP256,
+            KeySpec::EcP256.algorithms(),
             Some(SignatureAlgorithm::RsaPssSha256),
             SignInput::Digest(&d32),
             "",
@@ -377,15 +408,43 @@ mod tests {
             "{err}"
         );
         // The input must fit the algorithm.
-        let err = operation(KeySpec::Rsa3072, None, SignInput::Digest(&d32), "").unwrap_err();
+        let err = operation(
+            KeySpec::Rsa3072,
+            KeySpec::Rsa3072.algorithms(),
+            None,
+            SignInput::Digest(&d32),
+            "",
+        )
+        .unwrap_err();
         assert!(
             err.contains("needs a 48-byte sha384 digest, got 32"),
             "{err}"
         );
         // The purpose is bounded.
         let long = "p".repeat(MAX_PURPOSE_LEN + 1);
-        let err = operation(KeySpec::EcP256, None, SignInput::Digest(&d32), &long).unwrap_err();
+        let err = operation(
+            KeySpec::EcP256,
+            KeySpec::EcP256.algorithms(),
+            None,
+            SignInput::Digest(&d32),
+            &long,
+        )
+        .unwrap_err();
         assert!(err.contains("keep it under 256"), "{err}");
+        // A key its backend restricts (a Parsec key's policy): its first algorithm is the
+        // default, the others of the spec are refused with the ones it allows.
+        let only = [SignatureAlgorithm::RsaPkcs1Sha256];
+        let op = operation(KeySpec::Rsa2048, &only, None, SignInput::Digest(&d32), "").unwrap();
+        assert_eq!(op.algorithm(), SignatureAlgorithm::RsaPkcs1Sha256);
+        let err = operation(
+            KeySpec::Rsa2048,
+            &only,
+            Some(SignatureAlgorithm::RsaPssSha256),
+            SignInput::Digest(&d32),
+            "",
+        )
+        .unwrap_err();
+        assert!(err.contains("signs only with rsa-pkcs1-sha256"), "{err}");
     }
 
     #[test]

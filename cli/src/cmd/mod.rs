@@ -68,6 +68,9 @@ pub enum Command {
     /// YubiKey backends: give one its PIV PIN for a while (unlock)
     #[command(subcommand)]
     Yubikey(yubikey::YubikeyCommand),
+    /// Give a backend (tpm, yubikey) its PIN for a while, kept in the agent's memory
+    #[command(after_help = yubikey::UNLOCK_AFTER_HELP)]
+    Unlock(yubikey::UnlockArgs),
 }
 
 /// Where the agent is and how to reach it.
@@ -102,6 +105,7 @@ pub async fn run(agent: &Agent, command: Command) -> Result<i32, Failure> {
         #[cfg(feature = "pgp")]
         Command::Pgp(command) => pgp::run(agent, command).await,
         Command::Yubikey(command) => yubikey::run(agent, command).await,
+        Command::Unlock(args) => yubikey::unlock(agent, args).await,
     }
 }
 
