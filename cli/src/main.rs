@@ -5,10 +5,12 @@
 //! type, the exit codes and the helpers that write results.
 //!
 //! Exit codes (see `AFTER_HELP`): 0 success, 1 `keyward verify` found the signature invalid,
-//! 2 no agent, 3 refused, 4 unavailable (retry), 5 any other error; every error is one
+//! 2 no agent, 3 refused, 4 unavailable (retry), 5 any other error, 6/7 warnings/problems
+//! (`status`, `doctor`); every error is one
 //! `keyward: error: ...` line on stderr.
 
 mod cmd;
+mod json;
 mod output;
 
 use std::path::PathBuf;
@@ -33,11 +35,17 @@ Exit status:
   3  refused by the agent: permission denied, policy, rate limit (retrying will not help)
   4  unavailable: the agent or its backend is unavailable for now (retry later)
   5  any other error: usage, a missing key, bad input, files
+  6  `keyward status` / `keyward doctor`: warnings (a backend locked, a certificate expiring)
+  7  `keyward status` / `keyward doctor`: problems (a backend down, a check failed)
+
+Every command that prints data takes --json. Durations are written 30s, 15m, 8h, 7d.
 
 Examples:
+  keyward status
+  keyward doctor
   keyward keys list
   keyward keys generate --backend local --type ec-p256 release
-  keyward pubkey release > release.pub.pem
+  keyward pubkey --key release > release.pub.pem
   keyward sign --key release --input app.tar.gz --output app.tar.gz.sig
   keyward verify --key release --input app.tar.gz --signature app.tar.gz.sig
   openssl dgst -sha256 -verify release.pub.pem -signature app.tar.gz.sig app.tar.gz

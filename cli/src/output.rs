@@ -22,6 +22,11 @@ pub const EXIT_REFUSED: i32 = 3;
 pub const EXIT_UNAVAILABLE: i32 = 4;
 /// Any other error: usage, a missing key, bad input, files.
 pub const EXIT_ERROR: i32 = 5;
+/// `keyward status` and `keyward doctor`: something needs attention (a backend locked or
+/// starting, a certificate about to expire, a file mode to tighten).
+pub const EXIT_WARNINGS: i32 = 6;
+/// `keyward status` and `keyward doctor`: something is broken (a backend down, a check failed).
+pub const EXIT_PROBLEMS: i32 = 7;
 
 /// An error to report to the user: one line of text and an exit code.
 #[derive(Debug)]
@@ -204,6 +209,13 @@ pub fn quoted(path: &Path) -> String {
 /// PEM text with exactly one trailing newline.
 pub fn pem_text(pem: &str) -> String {
     format!("{}\n", pem.trim_end())
+}
+
+impl Failure {
+    /// The message, as one line (for a command that reports a failure as data: `status`).
+    pub fn message(&self) -> String {
+        one_line(&self.message)
+    }
 }
 
 #[cfg(test)]

@@ -233,6 +233,15 @@ struct Shared {
 impl Shared {
     /// Appends `record` and returns once it is on disk.
     fn write(&self, record: &Record) -> Result<(), String> {
+        let started = std::time::Instant::now();
+        let written = self.write_durably(record);
+        if written.is_ok() {
+            crate::metrics::audit_write(started.elapsed());
+        }
+        written
+    }
+
+    fn write_durably(&self, record: &Record) -> Result<(), String> {
         let seq = {
             let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             writer.append(record)?

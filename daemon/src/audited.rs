@@ -4,13 +4,16 @@
 //! starts (with `fail_closed`, a request whose attempt cannot be written never reaches the
 //! backend), then an `ok` or `error` record (with `fail_closed`, a result whose `ok` cannot be
 //! written is withheld). Sign and every `KeyAdmin` RPC go through it, and so will the ssh-agent
-//! front-end.
+//! front-end. It also counts each outcome for the metrics endpoint ([`crate::metrics`]), the
+//! one place requests are counted.
 
 use std::future::Future;
+use std::time::Instant;
 
 use crate::audit::{Auditor, CallerRecord, Record, Stage};
 use crate::auth::Caller;
-use crate::error::AgentError;
+use crate::error::{AgentError, to_status};
+use crate::metrics;
 
 /// One request's audit trail.
 #[derive(Debug)]
@@ -51,11 +54,32 @@ impl<'a> Audited<'a> {
     /// Records a request refused before any work, and returns the refusal. A refusal stays a
     /// refusal even when its record cannot be written.
     pub async fn refuse(&self, error: AgentError) -> AgentError {
-        let record = self
-            .record
-            .outcome(refusal_result(&error), Some(error.to_string()));
+        let result = refusal_result(&error);
+        self.count_failure(result, &error);
+        let record = self.record.outcome(result, Some(error.to_string()));
         let _ = self.auditor.record(record, Stage::Before).await;
         error
+    }
+
+    /// The key and backend labels of a sign request: the canonical id once it has resolved
+    /// (the signing core sets `backend` only then), else empty, so that ids nobody has do not
+    /// make metric series.
+    fn key_labels(&self) -> (&str, &str) {
+        if self.record.backend.is_empty() {
+            ("", "")
+        } else {
+            (&self.record.key, &self.record.backend)
+        }
+    }
+
+    fn count_failure(&self, result: &'static str, error: &AgentError) {
+        let code = to_status(error).code();
+        metrics::request(self.record.event, result, code);
+        if self.record.event == "sign" {
+            let (key, backend) = self.key_labels();
+            let rate_limited = matches!(error, AgentError::RateLimited { .. });
+            metrics::sign_error(key, backend, code, rate_limited);
+        }
     }
 
     /// Records the attempt, runs `work`, records its outcome; `on_ok` adds what the result
@@ -65,18 +89,35 @@ impl<'a> Audited<'a> {
         work: impl Future<Output = Result<T, AgentError>>,
         on_ok: impl FnOnce(&T, &mut Record),
     ) -> Result<T, AgentError> {
-        self.auditor
+        let started = Instant::now();
+        if let Err(e) = self
+            .auditor
             .record(self.record.outcome("attempt", None), Stage::Before)
-            .await?;
+            .await
+        {
+            self.count_failure("error", &e);
+            return Err(e);
+        }
         match work.await {
             Ok(done) => {
                 on_ok(&done, &mut self.record);
-                self.auditor
+                if let Err(e) = self
+                    .auditor
                     .record(self.record.outcome("ok", None), Stage::After)
-                    .await?;
+                    .await
+                {
+                    self.count_failure("error", &e);
+                    return Err(e);
+                }
+                metrics::request(self.record.event, "ok", tonic::Code::Ok);
+                if self.record.event == "sign" {
+                    let (key, backend) = self.key_labels();
+                    metrics::signature(key, backend, &self.record.algorithm, started.elapsed());
+                }
                 Ok(done)
             }
             Err(e) => {
+                self.count_failure("error", &e);
                 let failed = self.record.outcome("error", Some(e.to_string()));
                 let _ = self.auditor.record(failed, Stage::After).await;
                 Err(e)

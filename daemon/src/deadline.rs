@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyward_plugin_api::{
-    Backend, BackendError, KeyDescription, KeySpec, Secret, SignOp, Signature,
+    Backend, BackendError, Deletion, Health, KeyDescription, KeySpec, Secret, SignOp, Signature,
 };
 
 /// A backend whose calls have a deadline.
@@ -88,6 +88,14 @@ impl Backend for Deadline {
 
     async fn unlock(&self, secret: Secret, ttl: Option<Duration>) -> Result<(), BackendError> {
         self.run(self.inner.unlock(secret, ttl)).await
+    }
+
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        self.run(self.inner.delete_key(reference)).await
+    }
+
+    async fn health(&self) -> Result<Health, BackendError> {
+        self.run(self.inner.health()).await
     }
 }
 

@@ -20,7 +20,12 @@ Clients find the socket through KEYWARD_SOCK (like SSH_AUTH_SOCK).
 SIGHUP reloads the config: backends and keys added, changed or removed take effect for new
 requests; a config with an error is refused (logged) and the running one stays.
 
-Logging: KEYWARD_LOG sets the filter (e.g. `debug`, `keyward_daemon=trace`); default `info`."
+Logging: on stderr, text (no timestamps when stderr is the systemd journal, which stamps lines
+itself) or JSON lines (--log-format json, or log_format = \"json\" in the config).
+KEYWARD_LOG sets the filter (e.g. `debug`, `keyward_daemon=trace`); default `info`.
+
+Exit status: 0 stopped cleanly (or --check-config found no error), 1 failed (a socket it cannot
+bind, ...), 2 a config error (at its file and line)."
 )]
 struct Args {
     /// The config file [default: $XDG_CONFIG_HOME/keyward/keywardd.toml if it exists]
@@ -29,9 +34,9 @@ struct Args {
     /// The Unix socket to listen on (overrides the config)
     #[arg(long, short)]
     socket: Option<PathBuf>,
-    /// Log format
-    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
-    log_format: String,
+    /// Log format: text or json [default: the config's log_format, else text]
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     /// Check the config's syntax and every backend's settings (each plugin checks its own),
     /// then exit: 0 when fine, 2 on an error (creates nothing, reads no secret)
     #[arg(long)]
@@ -40,18 +45,29 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_logging(&args.log_format);
     // Everything the daemon creates (sockets, keys, state) is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 
+    // The config chooses the log format, so it is read before logging starts; its errors go
+    // to stderr as they are.
     let config = match load_config(&args) {
         Ok(config) => config,
         Err(message) => {
-            tracing::error!("{message}");
             eprintln!("keywardd: error: {message}");
             return ExitCode::from(2);
         }
     };
+    let log_format = args
+        .log_format
+        .as_deref()
+        .and_then(config::LogFormat::from_name)
+        .or(config.log_format)
+        .unwrap_or(config::LogFormat::Text);
+    keyward_daemon::logging::init(log_format);
+    match &config.file {
+        Some(file) => tracing::info!(config = %file.display(), "config read"),
+        None => tracing::info!("no config file; using the embedded default"),
+    }
     if args.check_config {
         return check_config(&config);
     }
@@ -138,10 +154,6 @@ fn load_config(args: &Args) -> Result<config::Config, String> {
             if default_path.exists() {
                 ConfigSource::file(&default_path).map_err(|e| e.to_string())?
             } else {
-                tracing::info!(
-                    "no config file at {}; using the embedded default",
-                    default_path.display()
-                );
                 config::embedded_default().map_err(|e| e.to_string())?
             }
         }
@@ -150,20 +162,6 @@ fn load_config(args: &Args) -> Result<config::Config, String> {
         socket: args.socket.clone(),
     };
     config::parse(&source, &overrides).map_err(|e| e.to_string())
-}
-
-fn init_logging(format: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("KEYWARD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
 }
 
 /// Reads the config again on every SIGHUP and hands the result to the server. The handler is

@@ -19,6 +19,7 @@ use std::future::Future;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,9 @@ use async_trait::async_trait;
 use keyward_plugin_api::plugin::{
     ENV_NAME, ENV_PROTOCOL, ENV_SOCKET, HANDSHAKE_LINE, RemoteBackend,
 };
-use keyward_plugin_api::{Backend, BackendError, KeyDescription, KeySpec, SignOp, Signature};
+use keyward_plugin_api::{
+    Backend, BackendError, Deletion, Health, KeyDescription, KeySpec, SignOp, Signature,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, watch};
@@ -79,6 +82,32 @@ struct Shared {
     stop: watch::Receiver<bool>,
     /// The last lines of the plugin's stderr, for error messages.
     stderr_tail: Mutex<VecDeque<String>>,
+    /// Launches after the first (`keyward status`, the metrics endpoint).
+    restarts: AtomicU32,
+    /// The running process's pid.
+    pid: Mutex<Option<u32>>,
+}
+
+/// Where a plugin process is in its life, for `keyward status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Launching (`Some(why the previous run ended)` after a restart).
+    Starting(Option<String>),
+    /// Answering.
+    Running,
+    /// Down, restarting after a backoff: why.
+    Down(String),
+}
+
+/// A plugin process as `keyward status` shows it.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Its phase.
+    pub phase: Phase,
+    /// Launches after the first.
+    pub restarts: u32,
+    /// The running process's pid.
+    pub pid: Option<u32>,
 }
 
 /// A backend running in a supervised child process.
@@ -148,6 +177,8 @@ impl PluginBackend {
             kill: Notify::new(),
             stop,
             stderr_tail: Mutex::new(VecDeque::new()),
+            restarts: AtomicU32::new(0),
+            pid: Mutex::new(None),
         });
         let task = tokio::spawn(supervise(shared.clone()));
         (PluginBackend { shared }, task)
@@ -169,6 +200,20 @@ impl PluginBackend {
 
     fn name(&self) -> &str {
         &self.shared.spec.name
+    }
+
+    /// Its phase, restarts and pid now.
+    pub fn snapshot(&self) -> Snapshot {
+        let phase = match &*self.shared.state.lock().expect("plugin state") {
+            State::Starting { after } => Phase::Starting(after.clone()),
+            State::Running(_) => Phase::Running,
+            State::Down { reason, .. } => Phase::Down(reason.clone()),
+        };
+        Snapshot {
+            phase,
+            restarts: self.shared.restarts.load(Ordering::Relaxed),
+            pid: *self.shared.pid.lock().expect("plugin pid"),
+        }
     }
 
     /// Runs `call` against the live plugin with the call deadline.
@@ -233,6 +278,7 @@ impl PluginBackend {
                 | BackendError::Unsupported(_)
                 | BackendError::InvalidInput(_)
                 | BackendError::PermissionDenied(_)
+                | BackendError::FailedPrecondition(_)
         );
         if application {
             return error;
@@ -308,6 +354,16 @@ impl Backend for PluginBackend {
         self.call(|remote| async move { remote.unlock(secret, ttl).await })
             .await
     }
+
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        self.call(|remote| async move { remote.delete_key(reference).await })
+            .await
+    }
+
+    async fn health(&self) -> Result<Health, BackendError> {
+        self.call(|remote| async move { remote.health().await })
+            .await
+    }
 }
 
 /// Restart delay after `failures` consecutive failures: 100 ms doubling to 30 s, +-50% jitter.
@@ -338,6 +394,10 @@ async fn supervise(shared: Arc<Shared>) {
             return;
         }
         generation += 1;
+        if generation > 1 {
+            shared.restarts.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::plugin_restart(&name);
+        }
         {
             let mut state = shared.state.lock().expect("plugin state");
             let after = match &*state {
@@ -350,6 +410,7 @@ async fn supervise(shared: Arc<Shared>) {
         let reason = match launch(&shared, generation).await {
             Ok((mut child, remote)) => {
                 tracing::info!(plugin = %name, pid = child.id(), "plugin ready");
+                *shared.pid.lock().expect("plugin pid") = child.id();
                 *shared.state.lock().expect("plugin state") = State::Running(remote.clone());
                 let reason = tokio::select! {
                     status = child.wait() => match status {
@@ -379,6 +440,7 @@ async fn supervise(shared: Arc<Shared>) {
             }
             Err(reason) => reason,
         };
+        *shared.pid.lock().expect("plugin pid") = None;
         failures = failures.saturating_add(1);
         let delay = backoff(failures);
         tracing::error!(plugin = %name, "plugin down: {reason}; restarting in {delay:?}");

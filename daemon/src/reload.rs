@@ -8,8 +8,8 @@
 //! processes are stopped once the requests that started on them have finished.
 //!
 //! What a reload cannot change without dropping connections or the audit chain (`socket`,
-//! `state_dir`, `[audit]`, `[tls]`, the `[ssh_agent]` socket) keeps its running value, with a
-//! warning to restart.
+//! `state_dir`, `[audit]`, `[tls]`, `[metrics]`, `log_format`, the `[ssh_agent]` socket) keeps
+//! its running value, with a warning to restart.
 
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -114,6 +114,14 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
                 kept.push("[ssh_agent] socket");
             }
         }
+    }
+    if new.metrics != running.metrics {
+        new.metrics = running.metrics.clone();
+        kept.push("[metrics]");
+    }
+    if new.log_format != running.log_format {
+        new.log_format = running.log_format;
+        kept.push("log_format");
     }
     kept
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use keyward_proto::v1::agent_server::AgentServer;
 use keyward_proto::v1::key_admin_server::KeyAdminServer;
 use keyward_proto::v1::signer_server::SignerServer;
 use tokio::net::UnixListener;
@@ -19,12 +20,14 @@ use crate::audit::Auditor;
 use crate::auth::Authenticator;
 use crate::config::{Config, ConfigError};
 use crate::grpc::admin::AdminService;
+use crate::grpc::agent::AgentService;
 use crate::grpc::layer::{CallerLayer, CallerService};
 use crate::grpc::signer::SignerService;
 use crate::keys::Registry;
 use crate::policy::Policies;
 use crate::reload::{self, Swappable};
 use crate::signing::SigningCore;
+use crate::status::{BackendView, StatusSource};
 use crate::{backends, paths, plugin_dir, ssh_agent, transport};
 
 /// Why the daemon could not run: a config error (exit status 2, like every config error) or
@@ -171,6 +174,11 @@ pub async fn run_with_reload(
     shutdown: impl Future<Output = ()> + Send,
     reloads: mpsc::Receiver<Result<Config, String>>,
 ) -> Result<(), DaemonError> {
+    crate::status::mark_started();
+    // Before the first plugin starts, so that its restarts are counted.
+    if let Some(metrics) = &config.metrics {
+        crate::metrics::install(metrics)?;
+    }
     // Plugin sockets live in a fresh private directory (0700), removed when the daemon exits.
     let plugin_sockets = tempfile::Builder::new()
         .prefix("keyward-plugins-")
@@ -221,6 +229,7 @@ struct Generation {
     admin: CallerService<KeyAdminServer<AdminService>>,
     /// What the ssh-agent socket offers (when `[ssh_agent]` is configured).
     ssh: Option<ssh_agent::Offer>,
+    agent: CallerService<AgentServer<AgentService>>,
 }
 
 impl Daemon {
@@ -228,6 +237,23 @@ impl Daemon {
         self.running
             .iter()
             .map(|(name, running)| (name.clone(), running.backend.clone()))
+            .collect()
+    }
+
+    /// The backends of the running config, in config order, for status.
+    fn backend_views(&self) -> Vec<BackendView> {
+        self.config
+            .backends
+            .iter()
+            .filter_map(|config| {
+                let running = self.running.get(&config.name)?;
+                Some(BackendView {
+                    name: config.name.clone(),
+                    backend_type: config.backend_type.clone(),
+                    backend: running.backend.clone(),
+                    plugin: running.plugin.as_ref().map(|p| p.handle.clone()),
+                })
+            })
             .collect()
     }
 
@@ -248,7 +274,7 @@ impl Daemon {
             config.admin_uids.clone(),
         ));
         let policies = Arc::new(Policies::from_config(config));
-        let core = SigningCore::new(registry.clone(), policies, audit.clone());
+        let core = SigningCore::new(registry.clone(), policies.clone(), audit.clone());
         let ssh = config.ssh_agent.as_ref().map(|ssh| ssh_agent::Offer {
             core: core.clone(),
             auth: auth.clone(),
@@ -259,14 +285,24 @@ impl Daemon {
             SignerServer::new(SignerService::new(core))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
-        let admin = CallerLayer::admin(auth, audit.clone()).layer(KeyAdminServer::new(
-            AdminService::new(registry.clone(), audit.clone()),
+        let admin = CallerLayer::admin(auth.clone(), audit.clone()).layer(KeyAdminServer::new(
+            AdminService::new(registry.clone(), policies, audit.clone()),
         ));
+        // Status is for every caller; the admin decision only adds details (grpc/agent.rs).
+        let status = StatusSource {
+            registry: registry.clone(),
+            backends: self.backend_views(),
+            config: config.clone(),
+            audit: audit.clone(),
+        };
+        let agent = CallerLayer::admin(auth, audit.clone())
+            .layer(AgentServer::new(AgentService::new(Arc::new(status))));
         Generation {
             registry,
             signer,
             admin,
             ssh,
+            agent,
         }
     }
 
@@ -289,10 +325,12 @@ impl Daemon {
         let mut current = self.generation(registry, &audit);
         let signer = Swappable::new(current.signer.clone());
         let admin = Swappable::new(current.admin.clone());
+        let agent = Swappable::new(current.agent.clone());
 
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<SignerServer<SignerService>>().await;
         health.set_serving::<KeyAdminServer<AdminService>>().await;
+        health.set_serving::<AgentServer<AgentService>>().await;
         let reflection = transport::reflection()?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -318,6 +356,7 @@ impl Daemon {
                     })?
                     .add_service(signer.clone())
                     .add_service(admin.clone())
+                    .add_service(agent.clone())
                     .serve_with_incoming_shutdown(
                         tonic::transport::server::TcpIncoming::from(incoming),
                         stopped(stop_rx.clone()),
@@ -331,6 +370,7 @@ impl Daemon {
             .add_service(reflection)
             .add_service(signer.clone())
             .add_service(admin.clone())
+            .add_service(agent.clone())
             .serve_with_incoming_shutdown(
                 transport::unix_incoming(listener),
                 stopped(stop_rx.clone()),
@@ -408,6 +448,7 @@ impl Daemon {
                                 if let (Some(current), Some(offer)) = (&ssh_current, &next.ssh) {
                                     current.replace(offer.clone());
                                 }
+                                agent.replace(next.agent.clone());
                                 current.registry.retire();
                                 current = next;
                                 let checking = current.registry.clone();

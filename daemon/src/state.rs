@@ -108,6 +108,18 @@ impl State {
         })
     }
 
+    /// Removes the chain and OpenPGP certificate of `key_id`, if any (a deleted key).
+    pub fn remove_attachments(&self, key_id: &str) -> Result<(), String> {
+        for path in [self.chain_path(key_id), self.openpgp_path(key_id)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(format!("cannot remove {}: {e}", path.display())),
+            }
+        }
+        Ok(())
+    }
+
     /// Every stored OpenPGP certificate: (key id as in the file name, bytes).
     pub fn load_openpgp(&self) -> Vec<(String, Result<Vec<u8>, String>)> {
         let Ok(entries) = fs::read_dir(&self.certs) else {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keyward_proto::v1::agent_client::AgentClient;
 use keyward_proto::v1::key_admin_client::KeyAdminClient;
 use keyward_proto::v1::sign_request::Input;
 use keyward_proto::v1::signer_client::SignerClient;
@@ -23,6 +24,7 @@ use crate::{Error, SOCKET_ENV, default_socket_path, digest};
 pub struct Client {
     signer: SignerClient<Channel>,
     admin: KeyAdminClient<Channel>,
+    pub(crate) agent: AgentClient<Channel>,
     socket: PathBuf,
     /// Each key's default algorithm, learned once: it never changes for a key.
     default_algorithms: Arc<Mutex<HashMap<String, SignatureAlgorithm>>>,
@@ -118,6 +120,7 @@ impl Client {
             })?;
         Ok(Client {
             signer: SignerClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            agent: AgentClient::new(channel.clone()),
             admin: KeyAdminClient::new(channel),
             socket,
             default_algorithms: Arc::default(),
@@ -159,6 +162,7 @@ impl Client {
             .map_err(|e| failed(connect_reason(&e)))?;
         Ok(Client {
             signer: SignerClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            agent: AgentClient::new(channel.clone()),
             admin: KeyAdminClient::new(channel),
             socket: PathBuf::from(url),
             default_algorithms: Arc::default(),
@@ -344,6 +348,25 @@ impl Client {
 }
 
 impl Client {
+    /// Deletes `key_id` from its backend and has the agent forget it (admins only). The answer
+    /// says whether the key is gone, scheduled for deletion or soft-deleted, and what is left
+    /// to do. `PERMISSION_DENIED` for a key a policy protects, `UNIMPLEMENTED` when the backend
+    /// cannot delete keys, `FAILED_PRECONDITION` when the backend must be told first; each
+    /// message says what to do.
+    pub async fn delete_key(
+        &self,
+        key_id: &str,
+    ) -> Result<keyward_proto::v1::DeleteKeyResponse, Error> {
+        let response = self
+            .admin
+            .clone()
+            .delete_key(keyward_proto::v1::DeleteKeyRequest {
+                key_id: key_id.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
     /// Gives the backend instance `backend` the PIN it needs to sign (a `yubikey` backend
     /// without `pin_env`/`pin_file`), kept in the agent's memory for `ttl` (`None`: until the
     /// backend restarts). The backend checks it first: a wrong PIN is `PERMISSION_DENIED` with

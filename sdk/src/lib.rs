@@ -38,7 +38,9 @@ mod error;
 pub mod jwk;
 #[cfg(feature = "pgp")]
 pub mod pgp;
+pub mod public_key;
 mod socket;
+mod status;
 mod trust;
 pub mod verify;
 pub mod x509;
@@ -46,7 +48,10 @@ pub mod x509;
 pub use algorithm::{HashAlgorithm, RsaPadding, algorithm_for};
 pub use client::{Client, PublicKey, SignOptions, Signature};
 pub use error::Error;
-pub use keyward_proto::v1::{KeyInfo, KeySpec, SignatureAlgorithm, SignatureFormat};
+pub use keyward_proto::v1::{
+    AgentDetails, BackendState, BackendStatus, DeleteKeyResponse, DeletionOutcome, KeyInfo,
+    KeyProblem, KeySpec, SignatureAlgorithm, SignatureFormat, StatusResponse,
+};
 pub use socket::{SOCKET_ENV, default_socket_path};
 /// The gRPC status code of an agent error ([`Error::code`]).
 pub use tonic::Code;

@@ -42,7 +42,9 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 pub use daemon::{DaemonBuilder, StartFailure, TestDaemon};
-pub use process::{run_with_timeout, stderr_text, stdout_text};
+pub use process::{
+    run_with_timeout, spawn_tied_to_this_process, stderr_text, stdout_text, terminate,
+};
 
 /// How long a CLI or `openssl` run may take before the test gives up on it.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);

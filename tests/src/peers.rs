@@ -64,6 +64,14 @@ pub enum Peer {
     /// `java` and the grpc-java client of tests/clients/java; the path is the file holding its
     /// class path (`KEYWARD_TEST_GRPC_JAVA_CLASSPATH`).
     GrpcJava,
+    /// Prometheus's `promtool` (Debian `prometheus`), which checks an exposition.
+    Promtool,
+    /// The Prometheus server itself (Debian `prometheus`), which scrapes an endpoint.
+    Prometheus,
+    /// `jq`, a JSON processor that reads the CLI's `--json` output as a script would.
+    Jq,
+    /// `curl`, an HTTP client that scrapes the metrics endpoint (TCP or a Unix socket).
+    Curl,
 }
 
 /// The file name of [`Peer::KeywarddPkcs11InProcess`].
@@ -146,6 +154,14 @@ impl Peer {
             })
             .ok_or_else(|| "cosign is not installed".to_string()),
             Peer::Go => on_path("go").ok_or_else(|| "go is not installed".to_string()),
+            Peer::Promtool => {
+                on_path("promtool").ok_or_else(|| "promtool is not installed".to_string())
+            }
+            Peer::Prometheus => {
+                on_path("prometheus").ok_or_else(|| "prometheus is not installed".to_string())
+            }
+            Peer::Jq => on_path("jq").ok_or_else(|| "jq is not installed".to_string()),
+            Peer::Curl => on_path("curl").ok_or_else(|| "curl is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
             Peer::Swtpm => {
@@ -264,6 +280,9 @@ impl Peer {
                  KEYWARD_TEST_COSIGN"
             }
             Peer::Go => "`scripts/test go` needs Go 1.24 or newer on PATH",
+            Peer::Promtool | Peer::Prometheus | Peer::Jq | Peer::Curl => {
+                "`scripts/test operate` installs them (Debian prometheus, jq, curl)"
+            }
             Peer::PythonGrpcTools
             | Peer::GrpcGoClient
             | Peer::Grpcurl

@@ -76,6 +76,9 @@ pub struct IssueArgs {
     /// Also write the PEM chain (leaf first) to FILE
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 /// `keyward cert csr`
@@ -90,6 +93,9 @@ pub struct CsrArgs {
     /// Write the CSR to FILE instead of stdout
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 /// `keyward cert attach`
@@ -101,6 +107,9 @@ pub struct AttachArgs {
     /// The chain: PEM certificates, leaf first, ending with the root; - reads stdin
     #[arg(value_name = "CHAIN.pem")]
     chain: PathBuf,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 /// `keyward cert show`
@@ -110,8 +119,11 @@ pub struct ShowArgs {
     #[arg(long, value_name = "KEY_ID")]
     key: String,
     /// Print the chain as PEM instead of a summary
-    #[arg(long)]
+    #[arg(long, conflicts_with = "json")]
     pem: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `keyward cert ...`.
@@ -311,6 +323,13 @@ async fn issue(agent: &Agent, args: IssueArgs) -> Result<i32, Failure> {
     } else {
         format!("attached to key {:?}", args.key)
     };
+    if args.json {
+        if let Some(path) = &args.output {
+            write_output(Some(path), pem.as_bytes())?;
+        }
+        crate::json::print(&ChainJson::new(&args.key, !args.no_attach, &chain))?;
+        return Ok(EXIT_OK);
+    }
     match &args.output {
         Some(path) => {
             write_output(Some(path), pem.as_bytes())?;
@@ -372,6 +391,22 @@ async fn csr(agent: &Agent, args: CsrArgs) -> Result<i32, Failure> {
     let pem = request
         .pem()
         .map_err(|e| Failure::new(format!("cannot encode the request as PEM: {e}")))?;
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct CsrJson<'a> {
+            key_id: &'a str,
+            csr_pem: &'a str,
+        }
+        let json = CsrJson {
+            key_id: &args.key,
+            csr_pem: &pem,
+        };
+        let mut text = serde_json::to_string_pretty(&json)
+            .map_err(|e| Failure::new(format!("cannot encode the output as JSON: {e}")))?;
+        text.push('\n');
+        write_output(args.output.as_deref(), text.as_bytes())?;
+        return Ok(EXIT_OK);
+    }
     write_output(args.output.as_deref(), pem.as_bytes())?;
     Ok(EXIT_OK)
 }
@@ -386,6 +421,10 @@ async fn attach(agent: &Agent, args: AttachArgs) -> Result<i32, Failure> {
     })?;
     let client = connect(agent).await?;
     let (_, chain) = client.attach_certificate_chain(&args.key, &pem).await?;
+    if args.json {
+        crate::json::print(&ChainJson::new(&args.key, true, &chain))?;
+        return Ok(EXIT_OK);
+    }
     let text = format!(
         "attached a chain of {} certificate(s) to key {:?}\n",
         chain.len(),
@@ -408,12 +447,72 @@ async fn show(agent: &Agent, args: ShowArgs) -> Result<i32, Failure> {
         write_stdout(chain_to_pem(&public.certificate_chain).as_bytes())?;
         return Ok(EXIT_OK);
     }
+    if args.json {
+        crate::json::print(&ChainJson::new(&args.key, true, &public.certificate_chain))?;
+        return Ok(EXIT_OK);
+    }
     let mut text = String::new();
     for (i, der) in public.certificate_chain.iter().enumerate() {
         text.push_str(&describe(i, der));
     }
     write_stdout(text.as_bytes())?;
     Ok(EXIT_OK)
+}
+
+/// The `--json` shape of `cert issue`, `cert attach` and `cert show`: the key, whether the
+/// chain is attached, and each certificate (leaf first).
+#[derive(Debug, serde::Serialize)]
+struct ChainJson<'a> {
+    key_id: &'a str,
+    attached: bool,
+    certificates: Vec<CertJson>,
+}
+
+/// One certificate in `--json` output.
+#[derive(Debug, serde::Serialize)]
+struct CertJson {
+    subject: String,
+    issuer: String,
+    /// RFC 3339.
+    not_before: String,
+    not_after: String,
+    ca: bool,
+    sha256: String,
+    pem: String,
+}
+
+impl<'a> ChainJson<'a> {
+    fn new(key_id: &'a str, attached: bool, chain: &[Vec<u8>]) -> Self {
+        let certificates = chain
+            .iter()
+            .map(|der| {
+                let parsed = X509Certificate::from_der(der).ok().map(|(_, c)| c);
+                let text = |f: &dyn Fn(&X509Certificate<'_>) -> String| {
+                    parsed.as_ref().map(f).unwrap_or_default()
+                };
+                CertJson {
+                    subject: text(&|c| c.subject().to_string()),
+                    issuer: text(&|c| c.issuer().to_string()),
+                    not_before: text(&|c| {
+                        super::envelope::rfc3339(c.validity().not_before.timestamp())
+                    }),
+                    not_after: text(&|c| {
+                        super::envelope::rfc3339(c.validity().not_after.timestamp())
+                    }),
+                    ca: parsed.as_ref().is_some_and(
+                        |c| matches!(c.basic_constraints().ok().flatten(), Some(bc) if bc.value.ca),
+                    ),
+                    sha256: hex::encode(Sha256::digest(der)),
+                    pem: chain_to_pem(std::slice::from_ref(der)),
+                }
+            })
+            .collect();
+        ChainJson {
+            key_id,
+            attached,
+            certificates,
+        }
+    }
 }
 
 /// A few lines about one certificate.

@@ -1,4 +1,4 @@
-//! `keyward keys list`, `keyward keys show` and `keyward keys generate`.
+//! `keyward keys list`, `keyward keys show`, `keyward keys generate` and `keyward keys delete`.
 
 use std::collections::BTreeMap;
 
@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use keyward_sdk::{Client, KeyInfo, KeySpec};
 use serde::Serialize;
 
-use crate::cmd::{Agent, algorithm_names, connect, parse_key_spec};
+use crate::cmd::{Agent, KeyArg, algorithm_names, connect, parse_key_spec};
 use crate::output::{EXIT_OK, Failure, pem_text, write_stdout};
 
 const LIST_AFTER_HELP: &str = "\
@@ -26,9 +26,26 @@ default: the key id if it is a slot, else the first empty retired slot), --pin-p
 touch_policy.
 
 Examples:
-  keyward keys generate --backend local --type ec-p256 release
-  keyward keys generate --backend local --type ed25519 ci-attest
-  keyward keys generate --backend yubikey --type ec-p256 --slot 9c --pin-policy once --touch-policy always release";
+  keyward keys generate --backend local --type ec-p256 --key release
+  keyward keys generate --backend local --type ed25519 --key ci-attest --json
+  keyward keys generate --backend yubikey --type ec-p256 --slot 9c --pin-policy once --touch-policy always --key release";
+
+const DELETE_AFTER_HELP: &str = "\
+Deletes the key in its backend and makes the agent forget its id, its certificate chain and
+OpenPGP certificate. What deleting means depends on the backend, and the answer says which:
+  local    the key file is removed
+  pkcs11   the private and public key objects are destroyed
+  vault    the transit key is deleted, if its deletion_allowed is on (else: how to allow it)
+  awskms   the key is scheduled for deletion after deletion_pending_days (7-30, default 30);
+           until then `aws kms cancel-key-deletion` keeps it; it cannot sign meanwhile
+  azurekv  the key is soft-deleted: recoverable until its purge date (`az keyvault key recover`)
+  yubikey, pgp: refused, with how to do it with the device's or keyring's own tools
+A key whose policy says `protected = true` is refused. Only the agent's admins may delete.
+On a terminal it asks first; elsewhere give --yes.
+
+Examples:
+  keyward keys delete --key old-release
+  keyward keys delete --key ci-2023 --yes --json";
 
 const SHOW_AFTER_HELP: &str = "\
 Prints the key's id, backend, backend type, key type, algorithms, version, whether a
@@ -51,6 +68,22 @@ pub enum KeysCommand {
     /// Create a key pair in a backend
     #[command(after_help = GENERATE_AFTER_HELP)]
     Generate(GenerateArgs),
+    /// Delete a key from its backend (or schedule its deletion) and forget it
+    #[command(after_help = DELETE_AFTER_HELP)]
+    Delete(DeleteArgs),
+}
+
+/// `keyward keys delete`
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    #[command(flatten)]
+    key: KeyArg,
+    /// Delete without asking
+    #[arg(long, short)]
+    yes: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 /// `keyward keys show`
@@ -59,9 +92,8 @@ pub struct ShowArgs {
     /// Print JSON instead of text
     #[arg(long)]
     json: bool,
-    /// The key's id
-    #[arg(value_name = "KEY_ID")]
-    key_id: String,
+    #[command(flatten)]
+    key: KeyArg,
 }
 
 /// `keyward keys list`
@@ -93,9 +125,38 @@ pub struct GenerateArgs {
     /// A backend-specific option (repeatable)
     #[arg(long = "option", value_name = "KEY=VALUE", value_parser = parse_option)]
     options: Vec<(String, String)>,
+    /// Print JSON instead of text
+    #[arg(long)]
+    json: bool,
     /// The new key's id (letters, digits, '.', '_', '-')
-    #[arg(value_name = "KEY_ID")]
-    key_id: String,
+    #[command(flatten)]
+    key: KeyArg,
+}
+
+/// `keys delete` asks on a terminal; elsewhere it needs `--yes`.
+fn confirm_delete(args: &DeleteArgs) -> Result<(), Failure> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if args.yes {
+        return Ok(());
+    }
+    let key = args.key.id();
+    if !std::io::stdin().is_terminal() {
+        return Err(Failure::new(format!(
+            "deleting key {key:?} cannot be undone for most backends; add --yes to delete it without asking"
+        )));
+    }
+    eprint!("delete key {key:?} from its backend? this cannot be undone for most backends [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Failure::new(format!("cannot read the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") {
+        Ok(())
+    } else {
+        Err(Failure::new(format!("key {key:?} was not deleted")))
+    }
 }
 
 /// Parses `--option KEY=VALUE`.
@@ -165,6 +226,10 @@ impl<'a> From<&'a KeyInfo> for KeyJson<'a> {
 pub async fn run(agent: &Agent, command: KeysCommand) -> Result<i32, Failure> {
     let options = match &command {
         KeysCommand::Generate(args) => args.backend_options()?,
+        KeysCommand::Delete(args) => {
+            confirm_delete(args)?;
+            BTreeMap::new()
+        }
         _ => BTreeMap::new(),
     };
     let client = connect(agent).await?;
@@ -172,6 +237,9 @@ pub async fn run(agent: &Agent, command: KeysCommand) -> Result<i32, Failure> {
         KeysCommand::List(args) => list(&client, args).await,
         KeysCommand::Show(args) => show(&client, args).await,
         KeysCommand::Generate(args) => generate(&client, args, &options).await,
+        KeysCommand::Delete(args) => {
+            super::keys_delete::delete(&client, args.key.id(), args.json).await
+        }
     }
 }
 
@@ -184,7 +252,7 @@ struct ShowJson<'a> {
 }
 
 async fn show(client: &Client, args: ShowArgs) -> Result<i32, Failure> {
-    let key = client.public_key(&args.key_id).await?;
+    let key = client.public_key(args.key.id()).await?;
     let text = if args.json {
         let json = ShowJson {
             key: KeyJson::from(&key.info),
@@ -276,26 +344,7 @@ fn table(keys: &[KeyInfo]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.clone().map(|h| h.len());
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut text = String::new();
-    for row in std::iter::once(&header).chain(&rows) {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 < row.len() {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
-            } else {
-                line.push_str(cell);
-            }
-        }
-        text.push_str(line.trim_end());
-        text.push('\n');
-    }
-    text
+    super::table(&header, &rows, "")
 }
 
 async fn generate(
@@ -303,8 +352,9 @@ async fn generate(
     args: GenerateArgs,
     options: &BTreeMap<String, String>,
 ) -> Result<i32, Failure> {
+    let key_id = args.key.id();
     let key = client
-        .generate_key_with(&args.backend, &args.key_id, args.key_type, options)
+        .generate_key_with(&args.backend, key_id, args.key_type, options)
         .await?;
     let spec = match key.info.key_spec() {
         KeySpec::Unspecified => args.key_type,
@@ -315,10 +365,30 @@ async fn generate(
     } else {
         &key.info.backend
     };
+    if args.json {
+        #[derive(Serialize)]
+        struct GeneratedJson<'a> {
+            #[serde(flatten)]
+            key: KeyJson<'a>,
+            attributes: BTreeMap<&'a str, &'a str>,
+            public_key_pem: &'a str,
+        }
+        crate::json::print(&GeneratedJson {
+            key: KeyJson::from(&key.info),
+            attributes: key
+                .info
+                .attributes
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            public_key_pem: &key.pem,
+        })?;
+        return Ok(EXIT_OK);
+    }
     let text = format!(
         "generated {} key {:?} in backend {:?}{}\n{}",
         spec.name(),
-        args.key_id,
+        key_id,
         backend,
         key.info
             .attributes
@@ -370,7 +440,7 @@ mod tests {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["keys", "--backend", "yk", "--type", "ec-p256"];
             argv.extend_from_slice(extra);
-            argv.push("id");
+            argv.extend(["--key", "id"]);
             Cmd::try_parse_from(argv).map(|c| c.args)
         };
         let args = parse(&[

@@ -2,9 +2,12 @@
 
 pub mod audit;
 pub mod cert;
+pub mod doctor;
+mod doctor_files;
 pub mod envelope;
 pub mod envelope_edit;
 pub mod keys;
+pub mod keys_delete;
 pub mod notary;
 pub mod notary_timestamp;
 pub mod notation;
@@ -13,6 +16,7 @@ pub mod pgp;
 pub mod pubkey;
 pub mod sign;
 pub mod ssh;
+pub mod status;
 pub mod tsp;
 pub mod tsp_check;
 pub mod verify;
@@ -20,7 +24,7 @@ pub mod yubikey;
 
 use std::path::PathBuf;
 
-use clap::Subcommand;
+use clap::{Args, Subcommand};
 use keyward_sdk::{Client, KeySpec, SignatureAlgorithm, SignatureFormat};
 
 use crate::output::{Failure, read_input};
@@ -28,6 +32,12 @@ use crate::output::{Failure, read_input};
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Is the agent running, and how are its backends (up, down, locked, starting)
+    #[command(after_help = status::AFTER_HELP)]
+    Status(status::StatusArgs),
+    /// Check the agent, its files, backends, certificates and audit log; say what to fix
+    #[command(after_help = doctor::AFTER_HELP)]
+    Doctor(doctor::DoctorArgs),
     /// List or create keys
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -86,6 +96,8 @@ pub struct Agent {
 /// mistake is reported as such even when the agent is not running.
 pub async fn run(agent: &Agent, command: Command) -> Result<i32, Failure> {
     match command {
+        Command::Status(args) => status::run(agent, args).await,
+        Command::Doctor(args) => doctor::run(agent, args).await,
         Command::Keys(command) => keys::run(agent, command).await,
         Command::Pubkey(args) => pubkey::run(agent, args).await,
         Command::Sign(args) => sign::run(agent, args).await,
@@ -141,6 +153,47 @@ pub async fn connect(agent: &Agent) -> Result<Client, Failure> {
     Ok(Client::connect(&agent.address).await?)
 }
 
+/// The one way to name a key: `--key KEY`. Commands that took the key id as a positional
+/// argument still accept it there (hidden from `--help`), so scripts keep working.
+#[derive(Debug, Args)]
+pub struct KeyArg {
+    /// The key's id (`keyward keys list` shows them)
+    #[arg(
+        long = "key",
+        value_name = "KEY",
+        required_unless_present = "key_positional"
+    )]
+    key: Option<String>,
+    /// The key's id, as earlier versions took it; use --key
+    #[arg(value_name = "KEY_ID", hide = true, conflicts_with = "key")]
+    key_positional: Option<String>,
+}
+
+impl KeyArg {
+    /// The key id given.
+    pub fn id(&self) -> &str {
+        self.key
+            .as_deref()
+            .or(self.key_positional.as_deref())
+            .unwrap_or_default()
+    }
+}
+
+/// Parses a duration flag: `30s`, `15m`, `8h`, `7d`, `1h 30m` (humantime), or a number of
+/// seconds; the one duration syntax of every flag and config setting.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) {
+        return text
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|e| format!("{text:?}: {e}"));
+    }
+    humantime::parse_duration(text).map_err(|e| {
+        format!("{text:?} is not a duration ({e}); use e.g. 90s, 15m, 8h, 7d or 1h30m")
+    })
+}
+
 /// Parses a key type name (`ec-p256`); the error lists the valid names.
 pub fn parse_key_spec(name: &str) -> Result<KeySpec, String> {
     KeySpec::from_name(name).ok_or_else(|| {
@@ -167,6 +220,30 @@ pub fn parse_algorithm(name: &str) -> Result<SignatureAlgorithm, String> {
 pub fn parse_format(name: &str) -> Result<SignatureFormat, String> {
     SignatureFormat::from_name(name)
         .ok_or_else(|| format!("unknown signature format {name:?}; valid formats: der, raw"))
+}
+
+/// Rows as an aligned text table under `header`, each line starting with `indent`.
+pub fn table<const N: usize>(header: &[String; N], rows: &[[String; N]], indent: &str) -> String {
+    let mut widths = header.clone().map(|h| h.chars().count());
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    for row in std::iter::once(header).chain(rows) {
+        let mut line = String::from(indent);
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 < row.len() {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[i]));
+            } else {
+                line.push_str(cell);
+            }
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
 }
 
 /// The comma-separated names of `algorithms`.

@@ -110,25 +110,9 @@ pub struct ExportArgs {
     output: Option<PathBuf>,
 }
 
-/// `365d`, `2y`, `12h`, `30m`, `90s` or plain seconds.
+/// `365d`, `2y`, `12h`, `30m`, `90s` or plain seconds ([`super::parse_duration`]).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => text.split_at(at),
-        None => (text, "s"),
-    };
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration; write e.g. 365d, 2y, 12h or 90s"))?;
-    let seconds = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "y" => 365 * 86_400,
-        _ => return Err(format!("unknown unit in {text:?}; use s, m, h, d or y")),
-    };
-    Ok(Duration::from_secs(number.saturating_mul(seconds)))
+    super::parse_duration(text)
 }
 
 fn armored(cert: &Cert) -> Result<Vec<u8>, Failure> {
@@ -220,8 +204,13 @@ mod tests {
     fn durations() {
         assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-        assert_eq!(parse_duration("1y"), Ok(Duration::from_secs(365 * 86_400)));
-        assert!(parse_duration("3w").unwrap_err().contains("unit"));
+        // humantime's year is 365.25 days.
+        assert_eq!(parse_duration("1y"), Ok(Duration::from_secs(31_557_600)));
+        assert_eq!(
+            parse_duration("3w"),
+            Ok(Duration::from_secs(3 * 7 * 86_400))
+        );
+        assert!(parse_duration("3x").unwrap_err().contains("not a duration"));
         assert!(parse_duration("x").is_err());
     }
 }

@@ -20,6 +20,8 @@ Without --algorithm the key's default is used (the first one `keyward keys list`
 
 The signature's raw bytes go to --output; without it, they are printed in base64 on stdout.
 ECDSA signatures are DER by default (what OpenSSL and X.509 expect); --format raw gives r || s.
+--json prints {key_id, algorithm, format, key_version, signature (base64)} instead of the
+base64 line (the raw bytes still go to --output when it is given).
 
 Examples:
   keyward sign --key release --input app.tar.gz --output app.tar.gz.sig
@@ -52,6 +54,9 @@ pub struct SignArgs {
     /// Why this signature is made, for the agent's audit log (at most 256 bytes)
     #[arg(long, value_name = "TEXT")]
     purpose: Option<String>,
+    /// Print JSON (key, algorithm, format, key version, base64 signature) instead
+    #[arg(long)]
+    json: bool,
 }
 
 /// What `keyward sign` signs.
@@ -104,9 +109,27 @@ pub async fn run(agent: &Agent, args: SignArgs) -> Result<i32, Failure> {
             client.sign_digest(&args.key, &digest, &options).await?
         }
     };
-    match &args.output {
-        Some(path) => write_output(Some(path), &signature.bytes)?,
-        None => write_stdout(format!("{}\n", STANDARD.encode(&signature.bytes)).as_bytes())?,
+    if let Some(path) = &args.output {
+        write_output(Some(path), &signature.bytes)?;
+    }
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct SignedJson<'a> {
+            key_id: &'a str,
+            algorithm: &'static str,
+            format: &'static str,
+            key_version: &'a str,
+            signature: String,
+        }
+        crate::json::print(&SignedJson {
+            key_id: &args.key,
+            algorithm: signature.algorithm.name(),
+            format: signature.format.name(),
+            key_version: &signature.key_version,
+            signature: STANDARD.encode(&signature.bytes),
+        })?;
+    } else if args.output.is_none() {
+        write_stdout(format!("{}\n", STANDARD.encode(&signature.bytes)).as_bytes())?;
     }
     Ok(EXIT_OK)
 }

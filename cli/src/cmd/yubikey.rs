@@ -7,8 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use zeroize::Zeroizing;
 
-use crate::cmd::notary::parse_duration;
-use crate::cmd::{Agent, connect};
+use crate::cmd::{Agent, connect, parse_duration};
 use crate::output::{EXIT_OK, Failure, write_stdout};
 
 pub const AFTER_HELP: &str = "\
@@ -41,13 +40,13 @@ pub struct UnlockArgs {
     /// How long the agent keeps the PIN (e.g. 90s, 15m, 8h); 0: until the backend restarts
     #[arg(long, value_name = "DURATION", default_value = "15m", value_parser = parse_ttl)]
     ttl: Duration,
+    /// Print JSON ({"backend", "ttl_seconds"}) instead of text
+    #[arg(long)]
+    json: bool,
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
-    if text.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    parse_duration(text).map(Duration::from_secs)
+    parse_duration(text)
 }
 
 /// `--help` text of `keyward unlock`.
@@ -104,6 +103,19 @@ pub async fn unlock(agent: &Agent, args: UnlockArgs) -> Result<i32, Failure> {
     client
         .unlock_backend(&args.backend, pin.as_bytes(), ttl)
         .await?;
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct UnlockedJson<'a> {
+            backend: &'a str,
+            /// `null`: until the backend restarts.
+            ttl_seconds: Option<u64>,
+        }
+        crate::json::print(&UnlockedJson {
+            backend: &args.backend,
+            ttl_seconds: ttl.map(|t| t.as_secs()),
+        })?;
+        return Ok(EXIT_OK);
+    }
     let until = match ttl {
         Some(ttl) => format!("for {}s", ttl.as_secs()),
         None => "until the backend restarts".to_string(),

@@ -219,25 +219,20 @@ pub(super) fn parse_backend(
     })
 }
 
-/// A duration in seconds (integer or float), `default` when absent.
+/// A duration (`"30s"`, `"500ms"`, `"2m"`, or a number of seconds), `default` when absent,
+/// between 1 ms and 1 hour.
 fn take_seconds(table: &mut toml::Table, field: &str, default: f64) -> Result<Duration, String> {
-    let seconds = match table.remove(field) {
-        None => default,
-        Some(toml::Value::Integer(i)) => i as f64,
-        Some(toml::Value::Float(f)) => f,
-        Some(other) => {
-            return Err(format!(
-                "`{field}` is a number of seconds, not {}",
-                other.type_str()
-            ));
-        }
+    let duration = match table.remove(field) {
+        None => Duration::from_secs_f64(default),
+        Some(value) => super::duration::from_toml(&value).map_err(|m| format!("`{field}`: {m}"))?,
     };
-    if !(0.001..=3600.0).contains(&seconds) {
+    if !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&duration) {
         return Err(format!(
-            "`{field}` = {seconds} is out of range: use 0.001 to 3600 seconds"
+            "`{field}` = {} is out of range: use 1ms to 1h",
+            humantime::format_duration(duration)
         ));
     }
-    Ok(Duration::from_secs_f64(seconds))
+    Ok(duration)
 }
 
 fn string_list(value: toml::Value, field: &str) -> Result<Vec<String>, String> {

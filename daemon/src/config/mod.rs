@@ -5,6 +5,7 @@
 //! backend in the daemon), and reported at the line of the setting at fault ([`backend`]).
 
 mod backend;
+pub mod duration;
 
 pub use backend::{BackendConfig, Isolation};
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 use backend::{RawBackend, parse_backend};
 
 use crate::audit::AuditConfig;
+use crate::metrics::MetricsConfig;
 use crate::paths;
 use crate::policy::PolicyRules;
 use crate::ssh_agent::SshAgentConfig;
@@ -50,6 +52,8 @@ pub struct ConfigSource {
     text: String,
     /// The config file's directory: relative paths in the config are relative to it.
     dir: Option<PathBuf>,
+    /// The file, when it came from one.
+    path: Option<PathBuf>,
 }
 
 impl ConfigSource {
@@ -63,6 +67,7 @@ impl ConfigSource {
             name: path.display().to_string(),
             text,
             dir: path.parent().map(Path::to_path_buf),
+            path: Some(std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())),
         })
     }
 
@@ -72,6 +77,7 @@ impl ConfigSource {
             name: name.to_string(),
             text,
             dir: None,
+            path: None,
         }
     }
 
@@ -97,6 +103,8 @@ struct RawConfig {
     audit: Option<toml::Spanned<toml::Table>>,
     tls: Option<toml::Spanned<toml::Table>>,
     ssh_agent: Option<toml::Spanned<toml::Table>>,
+    metrics: Option<toml::Spanned<toml::Table>>,
+    log_format: Option<toml::Spanned<String>>,
     plugin_dir: Option<PathBuf>,
     #[serde(default)]
     backend: Vec<RawBackend>,
@@ -136,6 +144,12 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `[ssh_agent]`: the ssh-agent socket.
     pub ssh_agent: Option<SshAgentConfig>,
+    /// `[metrics]`: the Prometheus endpoint.
+    pub metrics: Option<MetricsConfig>,
+    /// `log_format`: `text` (the default) or `json`; `--log-format` wins.
+    pub log_format: Option<LogFormat>,
+    /// The config file, `None` for the embedded default.
+    pub file: Option<PathBuf>,
     /// `plugin_dir`: where `keyward-plugin-<type>` executables are; `None`: next to keywardd,
     /// then `<prefix>/libexec/keyward` ([`crate::plugin_dir`]).
     pub plugin_dir: Option<PathBuf>,
@@ -159,6 +173,35 @@ pub struct KeyConfig {
     pub certificate_chain: Option<(PathBuf, Vec<Vec<u8>>)>,
     /// `[key.policy]`.
     pub policy: Option<PolicyRules>,
+}
+
+/// How keywardd writes its log lines (stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line per event, no colours; without timestamps under systemd (journald stamps
+    /// each line).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+impl LogFormat {
+    /// `text` or `json`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+
+    /// Parses `text` or `json`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
 }
 
 /// Command-line overrides.
@@ -315,6 +358,32 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
             )
         }
     };
+    let metrics = match raw.metrics {
+        None => None,
+        Some(table) => {
+            let line = source.line_of(table.span().start);
+            Some(
+                MetricsConfig::parse(table.into_inner(), source.dir.as_deref())
+                    .map_err(|m| ConfigError::at(source, Some(line), format!("[metrics]: {m}")))?,
+            )
+        }
+    };
+    let log_format = match raw.log_format {
+        None => None,
+        Some(format) => {
+            let line = source.line_of(format.span().start);
+            Some(LogFormat::from_name(format.get_ref()).ok_or_else(|| {
+                ConfigError::at(
+                    source,
+                    Some(line),
+                    format!(
+                        "log_format = {:?}: use \"text\" or \"json\"",
+                        format.get_ref()
+                    ),
+                )
+            })?)
+        }
+    };
     let own_uid = rustix::process::getuid().as_raw();
     if let Some(uid) = raw
         .admin_uids
@@ -339,6 +408,9 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         audit,
         tls,
         ssh_agent,
+        metrics,
+        log_format,
+        file: source.path.clone(),
         plugin_dir: raw.plugin_dir.map(|dir| match &source.dir {
             Some(base) if dir.is_relative() => base.join(dir),
             _ => dir,

@@ -1,5 +1,5 @@
-//! The `keyward.v1.KeyAdmin` service: create keys, attach certificate chains and OpenPGP
-//! certificates to them, unlock a backend. The caller layer decided who may manage keys
+//! The `keyward.v1.KeyAdmin` service: create and delete keys, attach certificate chains and
+//! OpenPGP certificates to them, unlock a backend. The caller layer decided who may manage keys
 //! ([`super::layer`]); each handler takes that decision, describes its request for the audit
 //! log, and runs its work through [`Audited`], which records the refusal or the attempt and
 //! its outcome.
@@ -20,18 +20,25 @@ use crate::audited::Audited;
 use crate::auth::AdminCaller;
 use crate::error::AgentError;
 use crate::keys::Registry;
+use crate::policy::Policies;
 
 /// The `KeyAdmin` service.
 #[derive(Debug, Clone)]
 pub struct AdminService {
     registry: Arc<Registry>,
+    policies: Arc<Policies>,
     audit: Auditor,
 }
 
 impl AdminService {
-    /// A service over `registry`, recording in `audit`.
-    pub fn new(registry: Arc<Registry>, audit: Auditor) -> Self {
-        AdminService { registry, audit }
+    /// A service over `registry`, refusing to delete keys `policies` protect, recording in
+    /// `audit`.
+    pub fn new(registry: Arc<Registry>, policies: Arc<Policies>, audit: Auditor) -> Self {
+        AdminService {
+            registry,
+            policies,
+            audit,
+        }
     }
 
     /// The admin who sent `request` and the audit trail of its `event`, described by
@@ -211,6 +218,61 @@ impl KeyAdmin for AdminService {
         Ok(Response::new(v1::UnlockBackendResponse {
             backend: backend_name,
             ttl_seconds: request.ttl_seconds,
+        }))
+    }
+
+    async fn delete_key(
+        &self,
+        request: Request<v1::DeleteKeyRequest>,
+    ) -> Result<Response<v1::DeleteKeyResponse>, Status> {
+        let (admin, mut audited) = self
+            .begin(&request, "delete_key", |r, record| {
+                record.key = r.key_id.clone();
+            })
+            .await?;
+        let key_id = request.into_inner().key_id;
+        let key = match self.registry.resolve(&key_id).await {
+            Ok(key) => key,
+            Err(e) => return Err(audited.refuse(e).await.into()),
+        };
+        audited.record.key = key.id.to_string();
+        audited.record.backend = key.backend_name.clone();
+        let protected =
+            match crate::protection::protected_by(&self.registry, &self.policies, &key).await {
+                Ok(protected) => protected,
+                Err(e) => return Err(audited.refuse(e).await.into()),
+            };
+        if let Some(by) = protected {
+            let error = AgentError::PermissionDenied(format!(
+                "key {:?} is protected by {by} (protected = true); remove `protected` from that policy and reload the config to delete it",
+                key.id.as_str()
+            ));
+            tracing::warn!(key = %key.id, caller = %admin.caller(), "delete refused: {error}");
+            return Err(audited.refuse(error).await.into());
+        }
+        tracing::info!(key = %key.id, backend = %key.backend_name, caller = %admin.caller(), "deleting a key");
+        let deleted = audited
+            .run(self.registry.delete(&key), |_, _| {})
+            .await
+            .inspect_err(|e| {
+                tracing::warn!(key = %key.id, caller = %admin.caller(), "delete failed: {e}");
+            })?;
+        let outcome = match deleted.deletion.outcome {
+            keyward_plugin_api::DeletionOutcome::Deleted => v1::DeletionOutcome::Deleted,
+            keyward_plugin_api::DeletionOutcome::Scheduled => v1::DeletionOutcome::Scheduled,
+            keyward_plugin_api::DeletionOutcome::SoftDeleted => v1::DeletionOutcome::SoftDeleted,
+        };
+        Ok(Response::new(v1::DeleteKeyResponse {
+            key_id: key.id.to_string(),
+            backend: key.backend_name.clone(),
+            outcome: outcome as i32,
+            detail: deleted.deletion.detail,
+            effective_at: deleted
+                .deletion
+                .effective_at
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64),
+            notes: deleted.notes,
         }))
     }
 }

@@ -118,6 +118,7 @@ where
             }
             Err((caller, denied)) => {
                 let event = event_of(request.uri().path());
+                crate::metrics::request(event, "denied", tonic::Code::PermissionDenied);
                 Box::pin(async move {
                     if let Some(caller) = caller.filter(|_| layer.audit.enabled()) {
                         let record = Record {
@@ -147,6 +148,8 @@ fn event_of(path: &str) -> &'static str {
         "AttachCertificateChain" => "attach_certificate_chain",
         "AttachOpenPgpCertificate" => "attach_openpgp_certificate",
         "UnlockBackend" => "unlock_backend",
+        "DeleteKey" => "delete_key",
+        "Status" => "status",
         _ => "unknown_method",
     }
 }

@@ -1,9 +1,10 @@
 //! The gRPC side of the daemon (tonic): the caller layer in front of the services, and the
-//! `Signer` and `KeyAdmin` services as thin adapters over the transport-independent parts
+//! `Signer`, `KeyAdmin` and `Agent` services as thin adapters over the transport-independent parts
 //! ([`crate::signing`], [`crate::keys`], [`crate::audited`]). The listeners are in
 //! [`crate::server`], the error -> status table in [`crate::error`].
 
 pub mod admin;
+pub mod agent;
 pub mod layer;
 pub mod signer;
 

@@ -152,6 +152,20 @@ impl Attached {
     }
 }
 
+impl Attached {
+    /// Forgets what is attached to `id` (a deleted key); the files go with [`remove_files`].
+    pub fn remove(&mut self, id: &KeyId) {
+        self.chains.remove(id.as_str());
+        self.config_chains.remove(id.as_str());
+        self.openpgp.remove(id.as_str());
+    }
+}
+
+/// Removes the files of what is attached to `id` from the state directory.
+pub fn remove_files(state: &State, id: &KeyId) -> Result<(), String> {
+    state.remove_attachments(&file_name(id.as_str()))
+}
+
 /// Writes `attachment` of `id` to the state directory (atomically, replacing an older one).
 pub fn store(state: &State, id: &KeyId, attachment: &Attachment) -> Result<(), String> {
     let name = file_name(id.as_str());

@@ -15,6 +15,7 @@
 mod attach;
 pub mod attached;
 pub mod cache;
+mod delete;
 pub mod id;
 pub mod names;
 pub mod resolved;
@@ -139,6 +140,26 @@ impl Registry {
                 Err(e) => tracing::warn!(key = %id, "key not usable: {e}"),
             }
         }
+    }
+
+    /// The ids of the named keys (`[[key]]` and created).
+    pub fn named_ids(&self) -> Vec<String> {
+        let mut ids = self.inner().names.ids();
+        ids.sort();
+        ids
+    }
+
+    /// The backend of the named key `id`.
+    pub fn backend_of(&self, id: &str) -> Option<String> {
+        self.inner()
+            .names
+            .get(id)
+            .map(|(backend, _)| backend.clone())
+    }
+
+    /// Every backend instance, by name.
+    pub fn backends(&self) -> &BTreeMap<String, Arc<dyn Backend>> {
+        &self.backends
     }
 
     /// The backend instance named `name`.

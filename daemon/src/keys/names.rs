@@ -3,7 +3,7 @@
 //! a backend's reference to the id that names it, so that a key that has a name is never also
 //! served under its discovered id.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use keyward_plugin_api::Backend;
@@ -21,6 +21,8 @@ pub struct Names {
     by_reference: HashMap<(String, String), String>,
     /// The created keys, as the state file holds them.
     created: Vec<CreatedKey>,
+    /// The ids of the config's `[[key]]` tables.
+    configured: HashSet<String>,
 }
 
 impl Names {
@@ -31,7 +33,10 @@ impl Names {
         created: Vec<CreatedKey>,
         backends: &BTreeMap<String, Arc<dyn Backend>>,
     ) -> Self {
-        let mut names = Names::default();
+        let mut names = Names {
+            configured: config.keys.iter().map(|k| k.id.clone()).collect(),
+            ..Names::default()
+        };
         let config_keys = config
             .keys
             .iter()
@@ -85,6 +90,19 @@ impl Names {
     /// The created keys, for the state file.
     pub fn created(&self) -> &[CreatedKey] {
         &self.created
+    }
+
+    /// Whether `id` is a `[[key]]` of the config.
+    pub fn is_configured(&self, id: &str) -> bool {
+        self.configured.contains(id)
+    }
+
+    /// Forgets `id` (a deleted key): its name, the ways back to it, and its entry among the
+    /// created keys (`created` is the list the state file now holds).
+    pub fn forget(&mut self, id: &str, created: Vec<CreatedKey>) {
+        self.named.remove(id);
+        self.by_reference.retain(|_, named| named != id);
+        self.created = created;
     }
 
     /// Adds a created key (after the state file was written).

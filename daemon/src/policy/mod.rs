@@ -80,10 +80,15 @@ pub struct SignAttempt<'a> {
 /// The policies of a running daemon and their token buckets.
 #[derive(Debug, Default)]
 pub struct Policies {
-    /// key id -> (its backend, its policy)
+    /// key id -> (its backend, its policy): the policies that govern signing.
     keys: HashMap<String, (String, Arc<PolicyRules>)>,
     default: Option<Arc<PolicyRules>>,
     limiters: Mutex<HashMap<String, Arc<Limiter>>>,
+    /// key id -> (its backend, whether its policy says `protected = true`), for every key
+    /// with a policy of its own (also one that only protects).
+    protection: HashMap<String, (String, bool)>,
+    /// `[default_policy] protected = true`.
+    default_protected: bool,
 }
 
 impl Policies {
@@ -91,22 +96,56 @@ impl Policies {
     /// resolved as `/proc/<pid>/exe` shows them.
     pub fn from_config(config: &Config) -> Self {
         let mut keys = HashMap::new();
+        let mut protection = HashMap::new();
         for key in &config.keys {
             if let Some(rules) = &key.policy {
+                protection.insert(key.id.clone(), (key.backend.clone(), rules.protected));
+                if rules.protection_only() {
+                    continue;
+                }
                 let mut rules = rules.clone();
                 canonical_executables(&mut rules, &key.id);
                 keys.insert(key.id.clone(), (key.backend.clone(), Arc::new(rules)));
             }
         }
-        let default = config.default_policy.clone().map(|mut rules| {
-            canonical_executables(&mut rules, "default_policy");
-            Arc::new(rules)
-        });
+        let default_protected = config
+            .default_policy
+            .as_ref()
+            .is_some_and(|rules| rules.protected);
+        let default = config
+            .default_policy
+            .clone()
+            .filter(|rules| !rules.protection_only())
+            .map(|mut rules| {
+                canonical_executables(&mut rules, "default_policy");
+                Arc::new(rules)
+            });
         Policies {
             keys,
             default,
             limiters: Mutex::default(),
+            protection,
+            default_protected,
         }
+    }
+
+    /// Whether the policy of `key_id` itself protects it from deletion: `Some(true)` or
+    /// `Some(false)` when the key has a policy of its own, `None` when it has none.
+    pub fn own_protection(&self, key_id: &str) -> Option<bool> {
+        self.protection.get(key_id).map(|(_, protected)| *protected)
+    }
+
+    /// The ids whose own policy says `protected = true`, with their backends.
+    pub fn protected_owners(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.protection
+            .iter()
+            .filter(|(_, (_, protected))| *protected)
+            .map(|(id, (backend, _))| (id.as_str(), backend.as_str()))
+    }
+
+    /// Whether `[default_policy]` says `protected = true`.
+    pub fn default_protected(&self) -> bool {
+        self.default_protected
     }
 
     /// The ids that have a policy of their own, with their backends.

@@ -43,6 +43,9 @@ pub struct PolicyRules {
     pub caller_rate_limit: Option<Rate>,
     /// The pattern the whole `purpose` must match.
     pub purpose: Option<Purpose>,
+    /// `protected = true`: `keyward keys delete` refuses the key. Not a signing rule: a policy
+    /// that sets nothing else leaves signing as it would be without a policy of the key's own.
+    pub protected: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,6 +59,8 @@ struct RawPolicy {
     rate_limit: Option<RawRate>,
     caller_rate_limit: Option<RawRate>,
     purpose: Option<String>,
+    #[serde(default)]
+    protected: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,7 +126,33 @@ impl PolicyRules {
                 .map(|r| rate("caller_rate_limit", r))
                 .transpose()?,
             purpose,
+            protected: raw.protected,
         })
+    }
+
+    /// True when the policy sets `protected` and no signing rule at all: it protects the key
+    /// from deletion and leaves signing alone.
+    pub fn protection_only(&self) -> bool {
+        let PolicyRules {
+            uids,
+            gids,
+            executables,
+            mtls_identities,
+            algorithms,
+            rate_limit,
+            caller_rate_limit,
+            purpose,
+            protected,
+        } = self;
+        *protected
+            && uids.is_none()
+            && gids.is_none()
+            && executables.is_none()
+            && mtls_identities.is_none()
+            && algorithms.is_none()
+            && rate_limit.is_none()
+            && caller_rate_limit.is_none()
+            && purpose.is_none()
     }
 
     /// Whether any local caller can pass (some of `uids`, `gids`, `executables` is set).
@@ -142,9 +173,10 @@ impl PolicyRules {
         self.executables.is_some()
     }
 
-    /// Why no caller can ever pass, if that is so (for a warning at start-up).
+    /// Why no caller can ever pass, if that is so (for a warning at start-up). A policy that
+    /// only protects the key from deletion does not govern signing.
     pub fn allows_nobody(&self) -> bool {
-        !self.names_local_callers() && self.mtls_identities.is_none()
+        !self.protection_only() && !self.names_local_callers() && self.mtls_identities.is_none()
     }
 }
 

@@ -30,7 +30,7 @@ pub fn unix_incoming(
 }
 
 /// Server reflection for the agent socket: the client API (`keyward.v1`: `Signer`,
-/// `KeyAdmin`), gRPC health and reflection itself. The plugin protocol is not served there,
+/// `KeyAdmin`, `Agent`), gRPC health and reflection itself. The plugin protocol is not served there,
 /// so it is not described.
 pub fn reflection() -> Result<
     tonic_reflection::server::v1::ServerReflectionServer<

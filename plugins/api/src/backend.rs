@@ -1,7 +1,7 @@
 //! The [`Backend`] trait: what a key store must do to serve keys through keyward.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -55,6 +55,43 @@ pub struct Signature {
     pub ecdsa_format: EcdsaFormat,
     /// The key version that signed, when the backend versions keys.
     pub key_version: Option<String>,
+}
+
+/// What deleting a key did ([`Backend::delete_key`]); backends differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeletionOutcome {
+    /// Gone now, not recoverable (a key file, a PKCS#11 object, a Vault transit key).
+    Deleted,
+    /// The service deletes it after a waiting period, cancellable until then; it cannot sign
+    /// meanwhile (AWS KMS `ScheduleKeyDeletion`).
+    Scheduled,
+    /// Deleted but recoverable for the service's retention period (Azure Key Vault
+    /// soft-delete).
+    SoftDeleted,
+}
+
+/// The answer of [`Backend::delete_key`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deletion {
+    /// What happened.
+    pub outcome: DeletionOutcome,
+    /// What the backend did, in its words, and how to undo it where possible (shown to the
+    /// operator; no secrets).
+    pub detail: String,
+    /// When a scheduled deletion happens, or until when a soft-deleted key can be recovered.
+    pub effective_at: Option<SystemTime>,
+}
+
+/// How a backend is beyond answering calls ([`Backend::health`]), for `keyward status` and
+/// `keyward doctor`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    /// `Some(how to unlock)` when the backend cannot sign until it is unlocked (a YubiKey whose
+    /// keys need a PIN it does not have).
+    pub locked: Option<String>,
+    /// Findings that need attention, one sentence each that says what to do (a key file that
+    /// others can read).
+    pub warnings: Vec<String>,
 }
 
 /// A key store that can list keys, give their public keys, and sign.
@@ -167,5 +204,25 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
             "the {} backend takes no PIN over the socket; give its secrets in the backend config",
             self.backend_type()
         )))
+    }
+
+    /// Deletes the key named by `reference` from the backend (`keyward keys delete`). The
+    /// daemon has already checked that the caller may manage keys and that no policy protects
+    /// the key; it forgets the key's id afterwards. A backend says in [`Deletion`] whether the
+    /// key is gone, scheduled for deletion or recoverable. The default: the backend cannot
+    /// delete keys.
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        let _ = reference;
+        Err(BackendError::Unsupported(format!(
+            "the {} backend cannot delete keys; delete the key with the backend's own tools",
+            self.backend_type()
+        )))
+    }
+
+    /// Whether the backend is locked and what needs attention (`keyward status`, `keyward
+    /// doctor`). It should be cheap: no signing, no slow network call. The default: unlocked,
+    /// nothing to report.
+    async fn health(&self) -> Result<Health, BackendError> {
+        Ok(Health::default())
     }
 }

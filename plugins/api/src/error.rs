@@ -19,6 +19,10 @@ pub enum BackendError {
     /// The backend refused: wrong PIN, missing permission, key disabled for signing.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The request is fine but the object's state does not allow it yet (a Vault transit key
+    /// whose `deletion_allowed` is off); the message says what to change first.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// The backend is down or busy; the same call may work later.
     #[error("{message}")]
     Unavailable {

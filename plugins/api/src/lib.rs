@@ -24,7 +24,7 @@ pub mod status;
 mod types;
 pub mod verify;
 
-pub use backend::{Backend, KeyDescription, Signature};
+pub use backend::{Backend, Deletion, DeletionOutcome, Health, KeyDescription, Signature};
 pub use error::BackendError;
 pub use op::{OwnedSignOp, Prehashed, SignInput, SignOp, SignOpError};
 pub use secret::{Secret, read_secret};

@@ -23,6 +23,7 @@ pub const RETRY_AFTER_METADATA: &str = "retry-after-ms";
 /// | `Unsupported` | `UNIMPLEMENTED` |
 /// | `InvalidInput` | `INVALID_ARGUMENT` |
 /// | `PermissionDenied` | `PERMISSION_DENIED` |
+/// | `FailedPrecondition` | `FAILED_PRECONDITION` |
 /// | `Unavailable` | `UNAVAILABLE` (with `retry-after-ms` when known) |
 /// | `Timeout` | `DEADLINE_EXCEEDED` |
 /// | `Internal`, `Other` | `INTERNAL` |
@@ -32,6 +33,7 @@ pub fn code_of(error: &BackendError) -> Code {
         BackendError::Unsupported(_) => Code::Unimplemented,
         BackendError::InvalidInput(_) => Code::InvalidArgument,
         BackendError::PermissionDenied(_) => Code::PermissionDenied,
+        BackendError::FailedPrecondition(_) => Code::FailedPrecondition,
         BackendError::Unavailable { .. } => Code::Unavailable,
         BackendError::Timeout(_) => Code::DeadlineExceeded,
         BackendError::Internal(_) | BackendError::Other(_) => Code::Internal,

@@ -34,7 +34,8 @@ use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::types::{KeyMetadata, KeyUsageType, MessageType};
 use keyward_plugin_api::verify::key_spec_of_spki;
 use keyward_plugin_api::{
-    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, SignOp, Signature,
+    Backend, BackendError, Deletion, DeletionOutcome, EcdsaFormat, KeyDescription, KeySpec, SignOp,
+    Signature,
 };
 
 use crate::client::Kms;
@@ -52,6 +53,8 @@ pub struct AwsKmsBackend {
 struct Inner {
     kms: Kms,
     discover: bool,
+    /// The waiting period of a scheduled deletion, in days.
+    deletion_pending_days: i32,
     /// Public keys by key ARN.
     public_keys: RwLock<HashMap<String, Arc<KmsKey>>>,
     /// The key each reference resolved to when the daemon last described it.
@@ -81,6 +84,7 @@ impl AwsKmsBackend {
             inner: Arc::new(Inner {
                 kms,
                 discover: settings.discover,
+                deletion_pending_days: settings.deletion_pending_days,
                 public_keys: RwLock::new(HashMap::new()),
                 resolved: RwLock::new(HashMap::new()),
             }),
@@ -347,5 +351,43 @@ impl Backend for AwsKmsBackend {
             )));
         }
         Ok(description)
+    }
+
+    /// Schedules the key's deletion (`ScheduleKeyDeletion`, `deletion_pending_days`): KMS
+    /// deletes keys only after a waiting period, during which the deletion can be cancelled
+    /// and the key cannot sign.
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        let key = self.inner.resolve(reference).await?;
+        let days = self.inner.deletion_pending_days;
+        let arn = key.arn.clone();
+        let output = self
+            .inner
+            .kms
+            .call(&Purpose::key("ScheduleKeyDeletion", reference), |c| {
+                c.schedule_key_deletion()
+                    .key_id(&arn)
+                    .pending_window_in_days(days)
+                    .send()
+            })
+            .await?;
+        self.inner.forget(reference);
+        self.inner
+            .public_keys
+            .write()
+            .expect("public key cache lock")
+            .remove(&key.arn);
+        let effective_at = output
+            .deletion_date()
+            .and_then(|date| u64::try_from(date.secs()).ok())
+            .map(|secs| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let key_id = output.key_id().unwrap_or(&key.arn).to_string();
+        let window = output.pending_window_in_days().unwrap_or(days);
+        Ok(Deletion {
+            outcome: DeletionOutcome::Scheduled,
+            detail: format!(
+                "KMS key {key_id} is scheduled for deletion after {window} days and cannot sign meanwhile; to keep it, run `aws kms cancel-key-deletion --key-id {key_id}` then `aws kms enable-key --key-id {key_id}`"
+            ),
+            effective_at,
+        })
     }
 }

@@ -34,7 +34,14 @@ pub struct AwsKmsSettings {
     pub rate_limit: u32,
     /// How many requests may go at once before the rate applies (the bucket's size).
     pub rate_burst: u32,
+    /// `keyward keys delete` schedules the key's deletion after this many days (KMS allows 7
+    /// to 30; the deletion can be cancelled until then).
+    pub deletion_pending_days: i32,
 }
+
+/// The default waiting period before KMS deletes a key (`deletion_pending_days`): KMS's own
+/// default and maximum, the longest chance to cancel a mistake.
+pub const DEFAULT_DELETION_PENDING_DAYS: i32 = 30;
 
 /// The table as written.
 #[derive(Debug, Deserialize)]
@@ -46,6 +53,7 @@ struct RawSettings {
     discover: Option<bool>,
     rate_limit: Option<u32>,
     rate_burst: Option<u32>,
+    deletion_pending_days: Option<i32>,
 }
 
 impl TryFrom<RawSettings> for AwsKmsSettings {
@@ -79,7 +87,16 @@ impl TryFrom<RawSettings> for AwsKmsSettings {
                 "rate_burst = {rate_burst}: give a number of requests, 1 to {MAX_RATE_LIMIT}"
             ));
         }
+        let deletion_pending_days = raw
+            .deletion_pending_days
+            .unwrap_or(DEFAULT_DELETION_PENDING_DAYS);
+        if !(7..=30).contains(&deletion_pending_days) {
+            return Err(format!(
+                "deletion_pending_days = {deletion_pending_days}: KMS waits 7 to 30 days before it deletes a key"
+            ));
+        }
         Ok(AwsKmsSettings {
+            deletion_pending_days,
             region,
             endpoint,
             profile,
@@ -155,6 +172,7 @@ mod tests {
                 discover: true,
                 rate_limit: DEFAULT_RATE_LIMIT,
                 rate_burst: DEFAULT_RATE_LIMIT,
+                deletion_pending_days: DEFAULT_DELETION_PENDING_DAYS,
             }
         );
     }
@@ -163,13 +181,14 @@ mod tests {
     fn everything_set() {
         let s = parse(
             r#"{"region": "us-gov-west-1", "endpoint": "http://127.0.0.1:4599/", "profile": "signer",
-                "discover": false, "rate_limit": 20, "rate_burst": 5}"#,
+                "discover": false, "rate_limit": 20, "rate_burst": 5, "deletion_pending_days": 7}"#,
         )
         .unwrap();
         assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:4599"));
         assert_eq!(s.profile.as_deref(), Some("signer"));
         assert!(!s.discover);
         assert_eq!((s.rate_limit, s.rate_burst), (20, 5));
+        assert_eq!(s.deletion_pending_days, 7);
         // The burst follows the rate unless it is set.
         let s = parse(r#"{"region": "eu-west-1", "rate_limit": 7}"#).unwrap();
         assert_eq!(s.rate_burst, 7);
@@ -204,6 +223,10 @@ mod tests {
             (
                 r#"{"region": "eu-west-1", "rate_burst": 0}"#,
                 "rate_burst = 0",
+            ),
+            (
+                r#"{"region": "eu-west-1", "deletion_pending_days": 6}"#,
+                "7 to 30 days",
             ),
             (
                 r#"{"region": "eu-west-1", "access_key_id": "AKIA"}"#,

@@ -22,6 +22,7 @@
 
 pub mod client;
 pub mod credential;
+mod delete;
 pub mod error;
 pub mod keys;
 pub mod settings;
@@ -36,8 +37,8 @@ use azure_security_keyvault_keys::models::{
     KeyOperationResult, SignParameters,
 };
 use keyward_plugin_api::{
-    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, Prehashed, SignOp, Signature,
-    is_valid_key_name,
+    Backend, BackendError, Deletion, EcdsaFormat, KeyDescription, KeySpec, Prehashed, SignOp,
+    Signature, is_valid_key_name,
 };
 use tokio_stream::StreamExt;
 
@@ -498,5 +499,11 @@ impl Backend for AzureKvBackend {
         }
         tracing::info!(key = %name, %spec, version = %key.version, vault = %inner.url(), "created a key");
         Ok(Inner::describe(name, &key))
+    }
+
+    /// Deletes the key with every version (soft-deleted where the vault keeps deleted keys):
+    /// [`delete`].
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        delete::delete(&self.inner, reference).await
     }
 }

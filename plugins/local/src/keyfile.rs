@@ -64,6 +64,51 @@ pub(crate) fn ensure_private_dir(dir: &Path) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// What is wrong with the modes of the key directory and its key files (`keyward doctor`), one
+/// sentence each with the command that fixes it. Keys already loaded keep signing after a
+/// chmod, and a newly loaded one is refused: either way it needs attention.
+pub(crate) fn unsafe_files(dir: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    let own_uid = rustix::process::getuid().as_raw();
+    let shown = dir.display();
+    match fs::metadata(dir) {
+        Ok(meta) if meta.mode() & 0o077 != 0 => found.push(format!(
+            "the key directory {shown} is open to group or others (mode {:04o}); run `chmod 700 {shown}`",
+            meta.mode() & 0o7777
+        )),
+        Ok(_) => {}
+        Err(e) => found.push(format!("cannot read the key directory {shown}: {e}")),
+    }
+    let Ok(entries) = fs::read_dir(dir) else {
+        return found;
+    };
+    let mut files: Vec<_> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "pem"))
+        .collect();
+    files.sort();
+    for path in files {
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let shown = path.display();
+        if meta.mode() & 0o077 != 0 {
+            found.push(format!(
+                "the key file {shown} is readable or writable by group or others (mode {:04o}); run `chmod 600 {shown}`",
+                meta.mode() & 0o7777
+            ));
+        }
+        if meta.uid() != own_uid {
+            found.push(format!(
+                "the key file {shown} belongs to uid {}, not to keywardd's uid {own_uid}; run `chown {own_uid} {shown}`",
+                meta.uid()
+            ));
+        }
+    }
+    found
+}
+
 /// Reads the key file at `path`: it must be mode 0600 or stricter; encrypted PKCS#8 needs the
 /// passphrase.
 pub(crate) fn load(path: &Path, passphrase: Option<&Secret>) -> Result<LoadedKey, BackendError> {

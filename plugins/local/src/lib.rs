@@ -20,8 +20,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use keyward_plugin_api::{
-    Backend, BackendError, KeyDescription, KeySpec, Secret, SignOp, Signature, is_valid_key_name,
-    read_secret,
+    Backend, BackendError, Deletion, DeletionOutcome, Health, KeyDescription, KeySpec, Secret,
+    SignOp, Signature, is_valid_key_name, read_secret,
 };
 use serde::Deserialize;
 
@@ -196,5 +196,44 @@ impl Backend for LocalBackend {
             .expect("key cache lock")
             .insert(path, key);
         Ok(description)
+    }
+
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        if reference.contains('/') {
+            return Err(BackendError::Unsupported(format!(
+                "the key file {reference} is named by its path in the config, and keyward deletes only the key files it keeps in {}; remove the file yourself, and its [[key]] table",
+                self.dir.display()
+            )));
+        }
+        let path = self.path_of(reference)?;
+        std::fs::remove_file(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                BackendError::NotFound(format!("no key file at {}", path.display()))
+            }
+            _ => BackendError::unavailable(format!(
+                "cannot remove the key file {}: {e}",
+                path.display()
+            )),
+        })?;
+        if let Some(dir) = path.parent() {
+            // The removal must survive a crash, like the creation did.
+            let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+        }
+        self.loaded.write().expect("key cache lock").remove(&path);
+        Ok(Deletion {
+            outcome: DeletionOutcome::Deleted,
+            detail: format!(
+                "removed the key file {} (restore it from a backup to undo)",
+                path.display()
+            ),
+            effective_at: None,
+        })
+    }
+
+    async fn health(&self) -> Result<Health, BackendError> {
+        Ok(Health {
+            locked: None,
+            warnings: keyfile::unsafe_files(&self.dir),
+        })
     }
 }

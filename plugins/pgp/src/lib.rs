@@ -24,7 +24,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use keyward_plugin_api::secret::check_private_mode;
 use keyward_plugin_api::{
-    Backend, BackendError, KeyDescription, KeySpec, Secret, SignOp, Signature, read_secret,
+    Backend, BackendError, Deletion, KeyDescription, KeySpec, Secret, SignOp, Signature,
+    read_secret,
 };
 use openssl::ec::EcKey;
 use openssl::pkey::{PKey, Private};
@@ -412,6 +413,12 @@ fn sign(key: &PgpKey, op: SignOp<'_>) -> Result<Signature, BackendError> {
 impl Backend for PgpBackend {
     fn backend_type(&self) -> &str {
         "pgp"
+    }
+
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the pgp backend serves the keys of its keyring file and never changes it: remove key {reference} from the keyring (`gpg --delete-secret-keys {reference}`, then export the keyring again), then reload keywardd"
+        )))
     }
 
     async fn list_keys(&self) -> Result<Vec<KeyDescription>, BackendError> {

@@ -180,6 +180,34 @@ fn find_public(session: &Session, private: &KeyAttrs) -> Result<Option<KeyAttrs>
     }
 }
 
+/// Destroys the private key `object` and the public key objects paired with it (same
+/// `CKA_ID`, else same label); returns how many public key objects went with it.
+pub(crate) fn destroy(session: &Session, object: ObjectHandle) -> Result<usize, OpError> {
+    let private = read_attrs(session, object)?;
+    let template = if !private.id.is_empty() {
+        Some(Attribute::Id(private.id.clone()))
+    } else if !private.label.is_empty() {
+        Some(Attribute::Label(private.label.clone()))
+    } else {
+        None
+    };
+    let publics = match template {
+        Some(template) => session
+            .find_objects(&[Attribute::Class(ObjectClass::PUBLIC_KEY), template])
+            .doing(|| "finding the public key objects".into())?,
+        None => Vec::new(),
+    };
+    session
+        .destroy_object(object)
+        .doing(|| "destroying the private key object (C_DestroyObject)".into())?;
+    for public in &publics {
+        session
+            .destroy_object(*public)
+            .doing(|| "destroying the public key object (C_DestroyObject)".into())?;
+    }
+    Ok(publics.len())
+}
+
 /// Describes the private key `object` as `reference`: its spec and public key.
 pub(crate) fn describe(
     session: &Session,

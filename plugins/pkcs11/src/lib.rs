@@ -31,7 +31,8 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::Attribute;
 use keyward_plugin_api::{
-    Backend, BackendError, KeyDescription, KeySpec, SignOp, Signature, is_valid_key_name,
+    Backend, BackendError, Deletion, DeletionOutcome, KeyDescription, KeySpec, SignOp, Signature,
+    is_valid_key_name,
 };
 use tokio::sync::Semaphore;
 
@@ -412,5 +413,33 @@ impl Backend for Pkcs11Backend {
             pool.run(what, |lease| generate(lease, &name, spec))
         })
         .await
+    }
+
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        let query = parse_reference(reference)?;
+        let reference = reference.to_string();
+        let what = format!("deleting key {reference:?}");
+        let (token, publics) = self
+            .blocking(what, move |pool, what| {
+                let destroyed = pool.run(what, |lease| {
+                    let handle = key_handle(lease, &reference, &query)?;
+                    let publics = keys::destroy(&lease.session, handle)?;
+                    lease.handles.remove(&reference);
+                    Ok((lease.token.label.clone(), publics))
+                });
+                // Other sessions may have the destroyed object's handle cached.
+                if destroyed.is_ok() {
+                    pool.reset();
+                }
+                destroyed
+            })
+            .await?;
+        Ok(Deletion {
+            outcome: DeletionOutcome::Deleted,
+            detail: format!(
+                "destroyed the private key object and {publics} public key object(s) on token {token:?} (C_DestroyObject); this cannot be undone"
+            ),
+            effective_at: None,
+        })
     }
 }

@@ -453,6 +453,13 @@ impl Pool {
         std::mem::take(&mut state.idle)
     }
 
+    /// Drops every idle session and the object handles cached on them (after a key was
+    /// destroyed); leases out now are closed when they come back.
+    pub fn reset(&self) {
+        let generation = self.generation();
+        self.invalidate(generation);
+    }
+
     /// Opens the first session (and logs in) ahead of the first request, so that a wrong PIN or
     /// a missing token shows in the log at start-up. Failures are logged, not returned.
     pub fn warm_up(&self) {

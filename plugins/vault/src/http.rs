@@ -43,6 +43,8 @@ pub enum Verb {
     List,
     /// POST: create, update, sign, login.
     Post,
+    /// DELETE: delete a transit key.
+    Delete,
 }
 
 /// A failed request, before it is given a meaning.
@@ -244,6 +246,7 @@ impl Http {
             Verb::Get => self.client.get(&url),
             Verb::List => self.client.get(format!("{url}?list=true")),
             Verb::Post => self.client.post(&url),
+            Verb::Delete => self.client.delete(&url),
         };
         if let Some(token) = token {
             let mut value = HeaderValue::from_bytes(token.expose()).map_err(|_| {

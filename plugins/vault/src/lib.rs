@@ -27,8 +27,8 @@ use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use keyward_plugin_api::{
-    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, SignOp, Signature,
-    is_valid_key_name,
+    Backend, BackendError, Deletion, DeletionOutcome, EcdsaFormat, KeyDescription, KeySpec, SignOp,
+    Signature, is_valid_key_name,
 };
 use serde_json::{Value, json};
 
@@ -312,5 +312,48 @@ impl Backend for VaultBackend {
             )));
         }
         self.describe(name, &parsed, &key)
+    }
+
+    /// Deletes a transit key when its `deletion_allowed` is on; otherwise says how to allow it
+    /// (keyward does not turn the key's own safety catch off for the operator).
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        let parsed = Reference::parse(reference)?;
+        if let Some(version) = parsed.version {
+            return Err(BackendError::InvalidInput(format!(
+                "{reference:?} names version {version} of transit key {:?}; Vault deletes whole keys: delete it by its name without '@' (or trim old versions with `min_available_version`)",
+                parsed.name
+            )));
+        }
+        let name = &parsed.name;
+        let path = format!("{}/keys/{name}", self.mount);
+        let purpose = Purpose::new("read", &path, format!("read transit key {name:?}"));
+        let Some(answer) = self.request(Verb::Get, &path, None, &purpose).await? else {
+            return Err(BackendError::NotFound(format!(
+                "vault at {} has no transit key {name:?} in mount {:?}",
+                self.http.address(),
+                self.mount
+            )));
+        };
+        let allowed = answer
+            .pointer("/data/deletion_allowed")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        if !allowed {
+            return Err(BackendError::FailedPrecondition(format!(
+                "transit key {name:?} does not allow deletion (its deletion_allowed is false); allow it first with `vault write {path}/config deletion_allowed=true` (or `bao write ...`), then delete it again"
+            )));
+        }
+        let purpose = Purpose::new("delete", &path, format!("delete transit key {name:?}"));
+        self.request(Verb::Delete, &path, None, &purpose).await?;
+        self.forget(name);
+        Ok(Deletion {
+            outcome: DeletionOutcome::Deleted,
+            detail: format!(
+                "deleted transit key {name:?} with every version from {} (mount {:?}); this cannot be undone",
+                self.http.address(),
+                self.mount
+            ),
+            effective_at: None,
+        })
     }
 }

@@ -121,6 +121,34 @@ impl Device {
     /// Checks `pin` on the card, then keeps it in memory for `ttl` (`None`: until the backend
     /// restarts) — `keyward yubikey unlock`. A PIN the card rejects is not kept (the error
     /// says how many retries are left); one the card rejected before is not sent again.
+    /// Why PIN-protected keys cannot sign now, if they cannot (`keyward status` shows the
+    /// backend as locked): no PIN configured or given by `keyward yubikey unlock` (or it
+    /// expired), or the configured PIN was rejected. Does not touch the card.
+    pub fn locked(&self) -> Option<String> {
+        let backend =
+            std::env::var(keyward_plugin_api::plugin::ENV_NAME).unwrap_or_else(|_| "NAME".into());
+        let state = self.lock();
+        let unlocked = matches!(
+            &state.unlocked_pin,
+            Some((_, expires)) if expires.is_none_or(|at| Instant::now() < at)
+        );
+        if unlocked {
+            return None;
+        }
+        if let Some((_, retries)) = &state.rejected_pin {
+            return Some(format!(
+                "{} rejected the configured PIN ({retries} retries left); fix pin_env/pin_file, or run `keyward yubikey unlock --backend {backend}`",
+                self.describe()
+            ));
+        }
+        if self.settings.pin.is_none() {
+            return Some(format!(
+                "no PIN: keys whose pin_policy needs one cannot sign until `keyward yubikey unlock --backend {backend}` (or set pin_env/pin_file)"
+            ));
+        }
+        None
+    }
+
     pub fn unlock(&self, pin: Secret, ttl: Option<Duration>) -> CardResult<()> {
         self.with_card(|session| {
             let previous = session.state.unlocked_pin.take();

@@ -33,7 +33,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use keyward_plugin_api::{
-    Backend, BackendError, EcdsaFormat, KeyDescription, KeySpec, Secret, SignOp, Signature,
+    Backend, BackendError, Deletion, EcdsaFormat, Health, KeyDescription, KeySpec, Secret, SignOp,
+    Signature,
 };
 use openssl::pkey::{Id, PKey};
 use x509_cert::der::Encode;
@@ -566,6 +567,19 @@ impl Backend for YubikeyBackend {
                 .map_err(|e| key_error(&name, e))
         })
         .await
+    }
+
+    async fn health(&self) -> Result<Health, BackendError> {
+        Ok(Health {
+            locked: self.device.locked(),
+            warnings: Vec::new(),
+        })
+    }
+
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "the yubikey backend does not delete PIV keys: a slot's key is replaced by generating a new one in it (`keyward keys generate --slot {reference}`), or removed with `ykman piv keys delete {reference}` (firmware 5.7+) or a PIV reset"
+        )))
     }
 
     async fn unlock(&self, secret: Secret, ttl: Option<Duration>) -> Result<(), BackendError> {

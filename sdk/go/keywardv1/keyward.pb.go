@@ -219,6 +219,124 @@ func (SignatureFormat) EnumDescriptor() ([]byte, []int) {
 	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{2}
 }
 
+// What deleting a key did; backends differ.
+type DeletionOutcome int32
+
+const (
+	DeletionOutcome_DELETION_OUTCOME_UNSPECIFIED DeletionOutcome = 0
+	// The key is gone now and cannot be recovered (local key files, PKCS#11 objects, Vault).
+	DeletionOutcome_DELETION_OUTCOME_DELETED DeletionOutcome = 1
+	// The service deletes the key after a waiting period and until then the deletion can be
+	// cancelled; the key cannot sign meanwhile (AWS KMS ScheduleKeyDeletion).
+	DeletionOutcome_DELETION_OUTCOME_SCHEDULED DeletionOutcome = 2
+	// The key is deleted but recoverable for the service's retention period (Azure Key Vault
+	// soft-delete).
+	DeletionOutcome_DELETION_OUTCOME_SOFT_DELETED DeletionOutcome = 3
+)
+
+// Enum value maps for DeletionOutcome.
+var (
+	DeletionOutcome_name = map[int32]string{
+		0: "DELETION_OUTCOME_UNSPECIFIED",
+		1: "DELETION_OUTCOME_DELETED",
+		2: "DELETION_OUTCOME_SCHEDULED",
+		3: "DELETION_OUTCOME_SOFT_DELETED",
+	}
+	DeletionOutcome_value = map[string]int32{
+		"DELETION_OUTCOME_UNSPECIFIED":  0,
+		"DELETION_OUTCOME_DELETED":      1,
+		"DELETION_OUTCOME_SCHEDULED":    2,
+		"DELETION_OUTCOME_SOFT_DELETED": 3,
+	}
+)
+
+func (x DeletionOutcome) Enum() *DeletionOutcome {
+	p := new(DeletionOutcome)
+	*p = x
+	return p
+}
+
+func (x DeletionOutcome) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DeletionOutcome) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyward_v1_keyward_proto_enumTypes[3].Descriptor()
+}
+
+func (DeletionOutcome) Type() protoreflect.EnumType {
+	return &file_keyward_v1_keyward_proto_enumTypes[3]
+}
+
+func (x DeletionOutcome) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DeletionOutcome.Descriptor instead.
+func (DeletionOutcome) EnumDescriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{3}
+}
+
+// The state of a backend instance.
+type BackendState int32
+
+const (
+	BackendState_BACKEND_STATE_UNSPECIFIED BackendState = 0
+	// Running and answering.
+	BackendState_BACKEND_STATE_UP BackendState = 1
+	// Not answering: its plugin process is down and restarting, or it failed to list its keys.
+	BackendState_BACKEND_STATE_DOWN BackendState = 2
+	// Running, but it needs an unlock before it can sign (e.g. a YubiKey without its PIN).
+	BackendState_BACKEND_STATE_LOCKED BackendState = 3
+	// Its plugin process is starting.
+	BackendState_BACKEND_STATE_STARTING BackendState = 4
+)
+
+// Enum value maps for BackendState.
+var (
+	BackendState_name = map[int32]string{
+		0: "BACKEND_STATE_UNSPECIFIED",
+		1: "BACKEND_STATE_UP",
+		2: "BACKEND_STATE_DOWN",
+		3: "BACKEND_STATE_LOCKED",
+		4: "BACKEND_STATE_STARTING",
+	}
+	BackendState_value = map[string]int32{
+		"BACKEND_STATE_UNSPECIFIED": 0,
+		"BACKEND_STATE_UP":          1,
+		"BACKEND_STATE_DOWN":        2,
+		"BACKEND_STATE_LOCKED":      3,
+		"BACKEND_STATE_STARTING":    4,
+	}
+)
+
+func (x BackendState) Enum() *BackendState {
+	p := new(BackendState)
+	*p = x
+	return p
+}
+
+func (x BackendState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BackendState) Descriptor() protoreflect.EnumDescriptor {
+	return file_keyward_v1_keyward_proto_enumTypes[4].Descriptor()
+}
+
+func (BackendState) Type() protoreflect.EnumType {
+	return &file_keyward_v1_keyward_proto_enumTypes[4]
+}
+
+func (x BackendState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BackendState.Descriptor instead.
+func (BackendState) EnumDescriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{4}
+}
+
 // What a client may know about a key.
 type KeyInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1231,6 +1349,604 @@ func (x *UnlockBackendResponse) GetTtlSeconds() uint64 {
 	return 0
 }
 
+type DeleteKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key to delete.
+	KeyId         string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteKeyRequest) Reset() {
+	*x = DeleteKeyRequest{}
+	mi := &file_keyward_v1_keyward_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteKeyRequest) ProtoMessage() {}
+
+func (x *DeleteKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_keyward_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteKeyRequest.ProtoReflect.Descriptor instead.
+func (*DeleteKeyRequest) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DeleteKeyRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+type DeleteKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's id (canonical).
+	KeyId string `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The backend instance that held it.
+	Backend string          `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
+	Outcome DeletionOutcome `protobuf:"varint,3,opt,name=outcome,proto3,enum=keyward.v1.DeletionOutcome" json:"outcome,omitempty"`
+	// What the backend did, in its words, and how to undo it where that is possible.
+	Detail string `protobuf:"bytes,4,opt,name=detail,proto3" json:"detail,omitempty"`
+	// When a scheduled deletion happens, or until when a soft-deleted key can be recovered
+	// (seconds since the Unix epoch); 0 when not known or not applicable.
+	EffectiveAt int64 `protobuf:"varint,5,opt,name=effective_at,json=effectiveAt,proto3" json:"effective_at,omitempty"`
+	// What the operator still has to do, e.g. remove the key's [[key]] table from the config.
+	Notes         []string `protobuf:"bytes,6,rep,name=notes,proto3" json:"notes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteKeyResponse) Reset() {
+	*x = DeleteKeyResponse{}
+	mi := &file_keyward_v1_keyward_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteKeyResponse) ProtoMessage() {}
+
+func (x *DeleteKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_keyward_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteKeyResponse.ProtoReflect.Descriptor instead.
+func (*DeleteKeyResponse) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *DeleteKeyResponse) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *DeleteKeyResponse) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *DeleteKeyResponse) GetOutcome() DeletionOutcome {
+	if x != nil {
+		return x.Outcome
+	}
+	return DeletionOutcome_DELETION_OUTCOME_UNSPECIFIED
+}
+
+func (x *DeleteKeyResponse) GetDetail() string {
+	if x != nil {
+		return x.Detail
+	}
+	return ""
+}
+
+func (x *DeleteKeyResponse) GetEffectiveAt() int64 {
+	if x != nil {
+		return x.EffectiveAt
+	}
+	return 0
+}
+
+func (x *DeleteKeyResponse) GetNotes() []string {
+	if x != nil {
+		return x.Notes
+	}
+	return nil
+}
+
+// How the agent is: `keyward status` and `keyward doctor`.
+type StatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Also run the slower checks `keyward doctor` needs: each backend's own health findings, the
+	// config file on disk parsed again (what a reload would do), every named key resolved.
+	Checks        bool `protobuf:"varint,1,opt,name=checks,proto3" json:"checks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusRequest) Reset() {
+	*x = StatusRequest{}
+	mi := &file_keyward_v1_keyward_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusRequest) ProtoMessage() {}
+
+func (x *StatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_keyward_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
+func (*StatusRequest) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *StatusRequest) GetChecks() bool {
+	if x != nil {
+		return x.Checks
+	}
+	return false
+}
+
+type BackendStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The `[[backend]]` name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Its type (`local`, `pkcs11`, ...).
+	BackendType string       `protobuf:"bytes,2,opt,name=backend_type,json=backendType,proto3" json:"backend_type,omitempty"`
+	State       BackendState `protobuf:"varint,3,opt,name=state,proto3,enum=keyward.v1.BackendState" json:"state,omitempty"`
+	// Why it is not up (the last error), or what locks it; empty when up.
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// True when it runs inside keywardd, false for a plugin process.
+	InProcess bool `protobuf:"varint,5,opt,name=in_process,json=inProcess,proto3" json:"in_process,omitempty"`
+	// How many times its plugin process was restarted since keywardd started.
+	Restarts uint32 `protobuf:"varint,6,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// Whether it listed its keys for this answer; key_count is meaningful only then.
+	KeysListed bool `protobuf:"varint,7,opt,name=keys_listed,json=keysListed,proto3" json:"keys_listed,omitempty"`
+	// How many keys it lists.
+	KeyCount uint32 `protobuf:"varint,8,opt,name=key_count,json=keyCount,proto3" json:"key_count,omitempty"`
+	// What the backend reports about itself that needs attention (only with `checks`), e.g. a
+	// key file others can read.
+	Warnings      []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendStatus) Reset() {
+	*x = BackendStatus{}
+	mi := &file_keyward_v1_keyward_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendStatus) ProtoMessage() {}
+
+func (x *BackendStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_keyward_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendStatus.ProtoReflect.Descriptor instead.
+func (*BackendStatus) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *BackendStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *BackendStatus) GetBackendType() string {
+	if x != nil {
+		return x.BackendType
+	}
+	return ""
+}
+
+func (x *BackendStatus) GetState() BackendState {
+	if x != nil {
+		return x.State
+	}
+	return BackendState_BACKEND_STATE_UNSPECIFIED
+}
+
+func (x *BackendStatus) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *BackendStatus) GetInProcess() bool {
+	if x != nil {
+		return x.InProcess
+	}
+	return false
+}
+
+func (x *BackendStatus) GetRestarts() uint32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *BackendStatus) GetKeysListed() bool {
+	if x != nil {
+		return x.KeysListed
+	}
+	return false
+}
+
+func (x *BackendStatus) GetKeyCount() uint32 {
+	if x != nil {
+		return x.KeyCount
+	}
+	return 0
+}
+
+func (x *BackendStatus) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+// A named key (`[[key]]` or created through KeyAdmin) that does not resolve.
+type KeyProblem struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	Backend       string                 `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
+	Problem       string                 `protobuf:"bytes,3,opt,name=problem,proto3" json:"problem,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyProblem) Reset() {
+	*x = KeyProblem{}
+	mi := &file_keyward_v1_keyward_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyProblem) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyProblem) ProtoMessage() {}
+
+func (x *KeyProblem) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_keyward_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyProblem.ProtoReflect.Descriptor instead.
+func (*KeyProblem) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *KeyProblem) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *KeyProblem) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *KeyProblem) GetProblem() string {
+	if x != nil {
+		return x.Problem
+	}
+	return ""
+}
+
+// What only the agent's admins (its own uid and `admin_uids`) are told: where its files are.
+type AgentDetails struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The config file it runs on; empty for the embedded default.
+	ConfigFile string `protobuf:"bytes,1,opt,name=config_file,json=configFile,proto3" json:"config_file,omitempty"`
+	StateDir   string `protobuf:"bytes,2,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
+	// Where it looks for `keyward-plugin-<type>` executables, in order.
+	PluginDirs []string `protobuf:"bytes,3,rep,name=plugin_dirs,json=pluginDirs,proto3" json:"plugin_dirs,omitempty"`
+	// The audit log, empty when off; its last record's sequence number and hash.
+	AuditLog  string `protobuf:"bytes,4,opt,name=audit_log,json=auditLog,proto3" json:"audit_log,omitempty"`
+	AuditSeq  uint64 `protobuf:"varint,5,opt,name=audit_seq,json=auditSeq,proto3" json:"audit_seq,omitempty"`
+	AuditHead string `protobuf:"bytes,6,opt,name=audit_head,json=auditHead,proto3" json:"audit_head,omitempty"`
+	// True when `allow_uids` opens the socket to other uids (mode 0666 in a 0711 directory).
+	SocketShared bool `protobuf:"varint,7,opt,name=socket_shared,json=socketShared,proto3" json:"socket_shared,omitempty"`
+	// `[metrics] listen`, empty when metrics are off.
+	MetricsListen string `protobuf:"bytes,8,opt,name=metrics_listen,json=metricsListen,proto3" json:"metrics_listen,omitempty"`
+	// `text` or `json`.
+	LogFormat string `protobuf:"bytes,9,opt,name=log_format,json=logFormat,proto3" json:"log_format,omitempty"`
+	// With `checks`: whether the config file was parsed again, and the error if it no longer
+	// parses (a reload or restart would refuse it).
+	ConfigChecked bool   `protobuf:"varint,10,opt,name=config_checked,json=configChecked,proto3" json:"config_checked,omitempty"`
+	ConfigError   string `protobuf:"bytes,11,opt,name=config_error,json=configError,proto3" json:"config_error,omitempty"`
+	// With `checks`: named keys that do not resolve, and why.
+	KeyProblems   []*KeyProblem `protobuf:"bytes,12,rep,name=key_problems,json=keyProblems,proto3" json:"key_problems,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AgentDetails) Reset() {
+	*x = AgentDetails{}
+	mi := &file_keyward_v1_keyward_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AgentDetails) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AgentDetails) ProtoMessage() {}
+
+func (x *AgentDetails) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_keyward_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AgentDetails.ProtoReflect.Descriptor instead.
+func (*AgentDetails) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AgentDetails) GetConfigFile() string {
+	if x != nil {
+		return x.ConfigFile
+	}
+	return ""
+}
+
+func (x *AgentDetails) GetStateDir() string {
+	if x != nil {
+		return x.StateDir
+	}
+	return ""
+}
+
+func (x *AgentDetails) GetPluginDirs() []string {
+	if x != nil {
+		return x.PluginDirs
+	}
+	return nil
+}
+
+func (x *AgentDetails) GetAuditLog() string {
+	if x != nil {
+		return x.AuditLog
+	}
+	return ""
+}
+
+func (x *AgentDetails) GetAuditSeq() uint64 {
+	if x != nil {
+		return x.AuditSeq
+	}
+	return 0
+}
+
+func (x *AgentDetails) GetAuditHead() string {
+	if x != nil {
+		return x.AuditHead
+	}
+	return ""
+}
+
+func (x *AgentDetails) GetSocketShared() bool {
+	if x != nil {
+		return x.SocketShared
+	}
+	return false
+}
+
+func (x *AgentDetails) GetMetricsListen() string {
+	if x != nil {
+		return x.MetricsListen
+	}
+	return ""
+}
+
+func (x *AgentDetails) GetLogFormat() string {
+	if x != nil {
+		return x.LogFormat
+	}
+	return ""
+}
+
+func (x *AgentDetails) GetConfigChecked() bool {
+	if x != nil {
+		return x.ConfigChecked
+	}
+	return false
+}
+
+func (x *AgentDetails) GetConfigError() string {
+	if x != nil {
+		return x.ConfigError
+	}
+	return ""
+}
+
+func (x *AgentDetails) GetKeyProblems() []*KeyProblem {
+	if x != nil {
+		return x.KeyProblems
+	}
+	return nil
+}
+
+type StatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// keywardd's version.
+	Version string `protobuf:"bytes,1,opt,name=version,proto3" json:"version,omitempty"`
+	Pid     uint32 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	// When it started (seconds since the Unix epoch) and how long ago.
+	StartedAt     int64  `protobuf:"varint,3,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
+	UptimeSeconds uint64 `protobuf:"varint,4,opt,name=uptime_seconds,json=uptimeSeconds,proto3" json:"uptime_seconds,omitempty"`
+	// The socket it listens on.
+	Socket   string           `protobuf:"bytes,5,opt,name=socket,proto3" json:"socket,omitempty"`
+	Backends []*BackendStatus `protobuf:"bytes,6,rep,name=backends,proto3" json:"backends,omitempty"`
+	// Filled for admins only.
+	Details       *AgentDetails `protobuf:"bytes,7,opt,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatusResponse) Reset() {
+	*x = StatusResponse{}
+	mi := &file_keyward_v1_keyward_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatusResponse) ProtoMessage() {}
+
+func (x *StatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_keyward_v1_keyward_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
+func (*StatusResponse) Descriptor() ([]byte, []int) {
+	return file_keyward_v1_keyward_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *StatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetPid() uint32 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetStartedAt() int64 {
+	if x != nil {
+		return x.StartedAt
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetUptimeSeconds() uint64 {
+	if x != nil {
+		return x.UptimeSeconds
+	}
+	return 0
+}
+
+func (x *StatusResponse) GetSocket() string {
+	if x != nil {
+		return x.Socket
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetBackends() []*BackendStatus {
+	if x != nil {
+		return x.Backends
+	}
+	return nil
+}
+
+func (x *StatusResponse) GetDetails() *AgentDetails {
+	if x != nil {
+		return x.Details
+	}
+	return nil
+}
+
 var File_keyward_v1_keyward_proto protoreflect.FileDescriptor
 
 const file_keyward_v1_keyward_proto_rawDesc = "" +
@@ -1316,7 +2032,62 @@ const file_keyward_v1_keyward_proto_rawDesc = "" +
 	"\x15UnlockBackendResponse\x12\x18\n" +
 	"\abackend\x18\x01 \x01(\tR\abackend\x12\x1f\n" +
 	"\vttl_seconds\x18\x02 \x01(\x04R\n" +
-	"ttlSeconds*\xc0\x01\n" +
+	"ttlSeconds\")\n" +
+	"\x10DeleteKeyRequest\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\"\xcc\x01\n" +
+	"\x11DeleteKeyResponse\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\abackend\x18\x02 \x01(\tR\abackend\x125\n" +
+	"\aoutcome\x18\x03 \x01(\x0e2\x1b.keyward.v1.DeletionOutcomeR\aoutcome\x12\x16\n" +
+	"\x06detail\x18\x04 \x01(\tR\x06detail\x12!\n" +
+	"\feffective_at\x18\x05 \x01(\x03R\veffectiveAt\x12\x14\n" +
+	"\x05notes\x18\x06 \x03(\tR\x05notes\"'\n" +
+	"\rStatusRequest\x12\x16\n" +
+	"\x06checks\x18\x01 \x01(\bR\x06checks\"\xa3\x02\n" +
+	"\rBackendStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\fbackend_type\x18\x02 \x01(\tR\vbackendType\x12.\n" +
+	"\x05state\x18\x03 \x01(\x0e2\x18.keyward.v1.BackendStateR\x05state\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1d\n" +
+	"\n" +
+	"in_process\x18\x05 \x01(\bR\tinProcess\x12\x1a\n" +
+	"\brestarts\x18\x06 \x01(\rR\brestarts\x12\x1f\n" +
+	"\vkeys_listed\x18\a \x01(\bR\n" +
+	"keysListed\x12\x1b\n" +
+	"\tkey_count\x18\b \x01(\rR\bkeyCount\x12\x1a\n" +
+	"\bwarnings\x18\t \x03(\tR\bwarnings\"W\n" +
+	"\n" +
+	"KeyProblem\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x18\n" +
+	"\abackend\x18\x02 \x01(\tR\abackend\x12\x18\n" +
+	"\aproblem\x18\x03 \x01(\tR\aproblem\"\xb6\x03\n" +
+	"\fAgentDetails\x12\x1f\n" +
+	"\vconfig_file\x18\x01 \x01(\tR\n" +
+	"configFile\x12\x1b\n" +
+	"\tstate_dir\x18\x02 \x01(\tR\bstateDir\x12\x1f\n" +
+	"\vplugin_dirs\x18\x03 \x03(\tR\n" +
+	"pluginDirs\x12\x1b\n" +
+	"\taudit_log\x18\x04 \x01(\tR\bauditLog\x12\x1b\n" +
+	"\taudit_seq\x18\x05 \x01(\x04R\bauditSeq\x12\x1d\n" +
+	"\n" +
+	"audit_head\x18\x06 \x01(\tR\tauditHead\x12#\n" +
+	"\rsocket_shared\x18\a \x01(\bR\fsocketShared\x12%\n" +
+	"\x0emetrics_listen\x18\b \x01(\tR\rmetricsListen\x12\x1d\n" +
+	"\n" +
+	"log_format\x18\t \x01(\tR\tlogFormat\x12%\n" +
+	"\x0econfig_checked\x18\n" +
+	" \x01(\bR\rconfigChecked\x12!\n" +
+	"\fconfig_error\x18\v \x01(\tR\vconfigError\x129\n" +
+	"\fkey_problems\x18\f \x03(\v2\x16.keyward.v1.KeyProblemR\vkeyProblems\"\x85\x02\n" +
+	"\x0eStatusResponse\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\tR\aversion\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\rR\x03pid\x12\x1d\n" +
+	"\n" +
+	"started_at\x18\x03 \x01(\x03R\tstartedAt\x12%\n" +
+	"\x0euptime_seconds\x18\x04 \x01(\x04R\ruptimeSeconds\x12\x16\n" +
+	"\x06socket\x18\x05 \x01(\tR\x06socket\x125\n" +
+	"\bbackends\x18\x06 \x03(\v2\x19.keyward.v1.BackendStatusR\bbackends\x122\n" +
+	"\adetails\x18\a \x01(\v2\x18.keyward.v1.AgentDetailsR\adetails*\xc0\x01\n" +
 	"\aKeySpec\x12\x18\n" +
 	"\x14KEY_SPEC_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10KEY_SPEC_EC_P256\x10\x01\x12\x14\n" +
@@ -1342,16 +2113,30 @@ const file_keyward_v1_keyward_proto_rawDesc = "" +
 	"\x0fSignatureFormat\x12 \n" +
 	"\x1cSIGNATURE_FORMAT_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14SIGNATURE_FORMAT_DER\x10\x01\x12\x18\n" +
-	"\x14SIGNATURE_FORMAT_RAW\x10\x022\xdd\x01\n" +
+	"\x14SIGNATURE_FORMAT_RAW\x10\x02*\x94\x01\n" +
+	"\x0fDeletionOutcome\x12 \n" +
+	"\x1cDELETION_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n" +
+	"\x18DELETION_OUTCOME_DELETED\x10\x01\x12\x1e\n" +
+	"\x1aDELETION_OUTCOME_SCHEDULED\x10\x02\x12!\n" +
+	"\x1dDELETION_OUTCOME_SOFT_DELETED\x10\x03*\x91\x01\n" +
+	"\fBackendState\x12\x1d\n" +
+	"\x19BACKEND_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10BACKEND_STATE_UP\x10\x01\x12\x16\n" +
+	"\x12BACKEND_STATE_DOWN\x10\x02\x12\x18\n" +
+	"\x14BACKEND_STATE_LOCKED\x10\x03\x12\x1a\n" +
+	"\x16BACKEND_STATE_STARTING\x10\x042\xdd\x01\n" +
 	"\x06Signer\x12E\n" +
 	"\bListKeys\x12\x1b.keyward.v1.ListKeysRequest\x1a\x1c.keyward.v1.ListKeysResponse\x12Q\n" +
 	"\fGetPublicKey\x12\x1f.keyward.v1.GetPublicKeyRequest\x1a .keyward.v1.GetPublicKeyResponse\x129\n" +
-	"\x04Sign\x12\x17.keyward.v1.SignRequest\x1a\x18.keyward.v1.SignResponse2\x98\x03\n" +
+	"\x04Sign\x12\x17.keyward.v1.SignRequest\x1a\x18.keyward.v1.SignResponse2\xe2\x03\n" +
 	"\bKeyAdmin\x12N\n" +
 	"\vGenerateKey\x12\x1e.keyward.v1.GenerateKeyRequest\x1a\x1f.keyward.v1.GenerateKeyResponse\x12o\n" +
 	"\x16AttachCertificateChain\x12).keyward.v1.AttachCertificateChainRequest\x1a*.keyward.v1.AttachCertificateChainResponse\x12u\n" +
 	"\x18AttachOpenPgpCertificate\x12+.keyward.v1.AttachOpenPgpCertificateRequest\x1a,.keyward.v1.AttachOpenPgpCertificateResponse\x12T\n" +
-	"\rUnlockBackend\x12 .keyward.v1.UnlockBackendRequest\x1a!.keyward.v1.UnlockBackendResponseb\x06proto3"
+	"\rUnlockBackend\x12 .keyward.v1.UnlockBackendRequest\x1a!.keyward.v1.UnlockBackendResponse\x12H\n" +
+	"\tDeleteKey\x12\x1c.keyward.v1.DeleteKeyRequest\x1a\x1d.keyward.v1.DeleteKeyResponse2H\n" +
+	"\x05Agent\x12?\n" +
+	"\x06Status\x12\x19.keyward.v1.StatusRequest\x1a\x1a.keyward.v1.StatusResponseb\x06proto3"
 
 var (
 	file_keyward_v1_keyward_proto_rawDescOnce sync.Once
@@ -1365,64 +2150,82 @@ func file_keyward_v1_keyward_proto_rawDescGZIP() []byte {
 	return file_keyward_v1_keyward_proto_rawDescData
 }
 
-var file_keyward_v1_keyward_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_keyward_v1_keyward_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_keyward_v1_keyward_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_keyward_v1_keyward_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_keyward_v1_keyward_proto_goTypes = []any{
 	(KeySpec)(0),                             // 0: keyward.v1.KeySpec
 	(SignatureAlgorithm)(0),                  // 1: keyward.v1.SignatureAlgorithm
 	(SignatureFormat)(0),                     // 2: keyward.v1.SignatureFormat
-	(*KeyInfo)(nil),                          // 3: keyward.v1.KeyInfo
-	(*ListKeysRequest)(nil),                  // 4: keyward.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),                 // 5: keyward.v1.ListKeysResponse
-	(*GetPublicKeyRequest)(nil),              // 6: keyward.v1.GetPublicKeyRequest
-	(*GetPublicKeyResponse)(nil),             // 7: keyward.v1.GetPublicKeyResponse
-	(*SignRequest)(nil),                      // 8: keyward.v1.SignRequest
-	(*SignResponse)(nil),                     // 9: keyward.v1.SignResponse
-	(*GenerateKeyRequest)(nil),               // 10: keyward.v1.GenerateKeyRequest
-	(*GenerateKeyResponse)(nil),              // 11: keyward.v1.GenerateKeyResponse
-	(*AttachCertificateChainRequest)(nil),    // 12: keyward.v1.AttachCertificateChainRequest
-	(*AttachCertificateChainResponse)(nil),   // 13: keyward.v1.AttachCertificateChainResponse
-	(*AttachOpenPgpCertificateRequest)(nil),  // 14: keyward.v1.AttachOpenPgpCertificateRequest
-	(*AttachOpenPgpCertificateResponse)(nil), // 15: keyward.v1.AttachOpenPgpCertificateResponse
-	(*UnlockBackendRequest)(nil),             // 16: keyward.v1.UnlockBackendRequest
-	(*UnlockBackendResponse)(nil),            // 17: keyward.v1.UnlockBackendResponse
-	nil,                                      // 18: keyward.v1.KeyInfo.AttributesEntry
-	nil,                                      // 19: keyward.v1.GenerateKeyRequest.OptionsEntry
+	(DeletionOutcome)(0),                     // 3: keyward.v1.DeletionOutcome
+	(BackendState)(0),                        // 4: keyward.v1.BackendState
+	(*KeyInfo)(nil),                          // 5: keyward.v1.KeyInfo
+	(*ListKeysRequest)(nil),                  // 6: keyward.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),                 // 7: keyward.v1.ListKeysResponse
+	(*GetPublicKeyRequest)(nil),              // 8: keyward.v1.GetPublicKeyRequest
+	(*GetPublicKeyResponse)(nil),             // 9: keyward.v1.GetPublicKeyResponse
+	(*SignRequest)(nil),                      // 10: keyward.v1.SignRequest
+	(*SignResponse)(nil),                     // 11: keyward.v1.SignResponse
+	(*GenerateKeyRequest)(nil),               // 12: keyward.v1.GenerateKeyRequest
+	(*GenerateKeyResponse)(nil),              // 13: keyward.v1.GenerateKeyResponse
+	(*AttachCertificateChainRequest)(nil),    // 14: keyward.v1.AttachCertificateChainRequest
+	(*AttachCertificateChainResponse)(nil),   // 15: keyward.v1.AttachCertificateChainResponse
+	(*AttachOpenPgpCertificateRequest)(nil),  // 16: keyward.v1.AttachOpenPgpCertificateRequest
+	(*AttachOpenPgpCertificateResponse)(nil), // 17: keyward.v1.AttachOpenPgpCertificateResponse
+	(*UnlockBackendRequest)(nil),             // 18: keyward.v1.UnlockBackendRequest
+	(*UnlockBackendResponse)(nil),            // 19: keyward.v1.UnlockBackendResponse
+	(*DeleteKeyRequest)(nil),                 // 20: keyward.v1.DeleteKeyRequest
+	(*DeleteKeyResponse)(nil),                // 21: keyward.v1.DeleteKeyResponse
+	(*StatusRequest)(nil),                    // 22: keyward.v1.StatusRequest
+	(*BackendStatus)(nil),                    // 23: keyward.v1.BackendStatus
+	(*KeyProblem)(nil),                       // 24: keyward.v1.KeyProblem
+	(*AgentDetails)(nil),                     // 25: keyward.v1.AgentDetails
+	(*StatusResponse)(nil),                   // 26: keyward.v1.StatusResponse
+	nil,                                      // 27: keyward.v1.KeyInfo.AttributesEntry
+	nil,                                      // 28: keyward.v1.GenerateKeyRequest.OptionsEntry
 }
 var file_keyward_v1_keyward_proto_depIdxs = []int32{
 	0,  // 0: keyward.v1.KeyInfo.key_spec:type_name -> keyward.v1.KeySpec
 	1,  // 1: keyward.v1.KeyInfo.algorithms:type_name -> keyward.v1.SignatureAlgorithm
-	18, // 2: keyward.v1.KeyInfo.attributes:type_name -> keyward.v1.KeyInfo.AttributesEntry
-	3,  // 3: keyward.v1.ListKeysResponse.keys:type_name -> keyward.v1.KeyInfo
-	3,  // 4: keyward.v1.GetPublicKeyResponse.key:type_name -> keyward.v1.KeyInfo
+	27, // 2: keyward.v1.KeyInfo.attributes:type_name -> keyward.v1.KeyInfo.AttributesEntry
+	5,  // 3: keyward.v1.ListKeysResponse.keys:type_name -> keyward.v1.KeyInfo
+	5,  // 4: keyward.v1.GetPublicKeyResponse.key:type_name -> keyward.v1.KeyInfo
 	1,  // 5: keyward.v1.SignRequest.algorithm:type_name -> keyward.v1.SignatureAlgorithm
 	2,  // 6: keyward.v1.SignRequest.format:type_name -> keyward.v1.SignatureFormat
 	1,  // 7: keyward.v1.SignResponse.algorithm:type_name -> keyward.v1.SignatureAlgorithm
 	2,  // 8: keyward.v1.SignResponse.format:type_name -> keyward.v1.SignatureFormat
 	0,  // 9: keyward.v1.GenerateKeyRequest.key_spec:type_name -> keyward.v1.KeySpec
-	19, // 10: keyward.v1.GenerateKeyRequest.options:type_name -> keyward.v1.GenerateKeyRequest.OptionsEntry
-	3,  // 11: keyward.v1.GenerateKeyResponse.key:type_name -> keyward.v1.KeyInfo
-	3,  // 12: keyward.v1.AttachCertificateChainResponse.key:type_name -> keyward.v1.KeyInfo
-	3,  // 13: keyward.v1.AttachOpenPgpCertificateResponse.key:type_name -> keyward.v1.KeyInfo
-	4,  // 14: keyward.v1.Signer.ListKeys:input_type -> keyward.v1.ListKeysRequest
-	6,  // 15: keyward.v1.Signer.GetPublicKey:input_type -> keyward.v1.GetPublicKeyRequest
-	8,  // 16: keyward.v1.Signer.Sign:input_type -> keyward.v1.SignRequest
-	10, // 17: keyward.v1.KeyAdmin.GenerateKey:input_type -> keyward.v1.GenerateKeyRequest
-	12, // 18: keyward.v1.KeyAdmin.AttachCertificateChain:input_type -> keyward.v1.AttachCertificateChainRequest
-	14, // 19: keyward.v1.KeyAdmin.AttachOpenPgpCertificate:input_type -> keyward.v1.AttachOpenPgpCertificateRequest
-	16, // 20: keyward.v1.KeyAdmin.UnlockBackend:input_type -> keyward.v1.UnlockBackendRequest
-	5,  // 21: keyward.v1.Signer.ListKeys:output_type -> keyward.v1.ListKeysResponse
-	7,  // 22: keyward.v1.Signer.GetPublicKey:output_type -> keyward.v1.GetPublicKeyResponse
-	9,  // 23: keyward.v1.Signer.Sign:output_type -> keyward.v1.SignResponse
-	11, // 24: keyward.v1.KeyAdmin.GenerateKey:output_type -> keyward.v1.GenerateKeyResponse
-	13, // 25: keyward.v1.KeyAdmin.AttachCertificateChain:output_type -> keyward.v1.AttachCertificateChainResponse
-	15, // 26: keyward.v1.KeyAdmin.AttachOpenPgpCertificate:output_type -> keyward.v1.AttachOpenPgpCertificateResponse
-	17, // 27: keyward.v1.KeyAdmin.UnlockBackend:output_type -> keyward.v1.UnlockBackendResponse
-	21, // [21:28] is the sub-list for method output_type
-	14, // [14:21] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	28, // 10: keyward.v1.GenerateKeyRequest.options:type_name -> keyward.v1.GenerateKeyRequest.OptionsEntry
+	5,  // 11: keyward.v1.GenerateKeyResponse.key:type_name -> keyward.v1.KeyInfo
+	5,  // 12: keyward.v1.AttachCertificateChainResponse.key:type_name -> keyward.v1.KeyInfo
+	5,  // 13: keyward.v1.AttachOpenPgpCertificateResponse.key:type_name -> keyward.v1.KeyInfo
+	3,  // 14: keyward.v1.DeleteKeyResponse.outcome:type_name -> keyward.v1.DeletionOutcome
+	4,  // 15: keyward.v1.BackendStatus.state:type_name -> keyward.v1.BackendState
+	24, // 16: keyward.v1.AgentDetails.key_problems:type_name -> keyward.v1.KeyProblem
+	23, // 17: keyward.v1.StatusResponse.backends:type_name -> keyward.v1.BackendStatus
+	25, // 18: keyward.v1.StatusResponse.details:type_name -> keyward.v1.AgentDetails
+	6,  // 19: keyward.v1.Signer.ListKeys:input_type -> keyward.v1.ListKeysRequest
+	8,  // 20: keyward.v1.Signer.GetPublicKey:input_type -> keyward.v1.GetPublicKeyRequest
+	10, // 21: keyward.v1.Signer.Sign:input_type -> keyward.v1.SignRequest
+	12, // 22: keyward.v1.KeyAdmin.GenerateKey:input_type -> keyward.v1.GenerateKeyRequest
+	14, // 23: keyward.v1.KeyAdmin.AttachCertificateChain:input_type -> keyward.v1.AttachCertificateChainRequest
+	16, // 24: keyward.v1.KeyAdmin.AttachOpenPgpCertificate:input_type -> keyward.v1.AttachOpenPgpCertificateRequest
+	18, // 25: keyward.v1.KeyAdmin.UnlockBackend:input_type -> keyward.v1.UnlockBackendRequest
+	20, // 26: keyward.v1.KeyAdmin.DeleteKey:input_type -> keyward.v1.DeleteKeyRequest
+	22, // 27: keyward.v1.Agent.Status:input_type -> keyward.v1.StatusRequest
+	7,  // 28: keyward.v1.Signer.ListKeys:output_type -> keyward.v1.ListKeysResponse
+	9,  // 29: keyward.v1.Signer.GetPublicKey:output_type -> keyward.v1.GetPublicKeyResponse
+	11, // 30: keyward.v1.Signer.Sign:output_type -> keyward.v1.SignResponse
+	13, // 31: keyward.v1.KeyAdmin.GenerateKey:output_type -> keyward.v1.GenerateKeyResponse
+	15, // 32: keyward.v1.KeyAdmin.AttachCertificateChain:output_type -> keyward.v1.AttachCertificateChainResponse
+	17, // 33: keyward.v1.KeyAdmin.AttachOpenPgpCertificate:output_type -> keyward.v1.AttachOpenPgpCertificateResponse
+	19, // 34: keyward.v1.KeyAdmin.UnlockBackend:output_type -> keyward.v1.UnlockBackendResponse
+	21, // 35: keyward.v1.KeyAdmin.DeleteKey:output_type -> keyward.v1.DeleteKeyResponse
+	26, // 36: keyward.v1.Agent.Status:output_type -> keyward.v1.StatusResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_keyward_v1_keyward_proto_init() }
@@ -1439,10 +2242,10 @@ func file_keyward_v1_keyward_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keyward_v1_keyward_proto_rawDesc), len(file_keyward_v1_keyward_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   17,
+			NumEnums:      5,
+			NumMessages:   24,
 			NumExtensions: 0,
-			NumServices:   2,
+			NumServices:   3,
 		},
 		GoTypes:           file_keyward_v1_keyward_proto_goTypes,
 		DependencyIndexes: file_keyward_v1_keyward_proto_depIdxs,

@@ -211,6 +211,7 @@ const (
 	KeyAdmin_AttachCertificateChain_FullMethodName   = "/keyward.v1.KeyAdmin/AttachCertificateChain"
 	KeyAdmin_AttachOpenPgpCertificate_FullMethodName = "/keyward.v1.KeyAdmin/AttachOpenPgpCertificate"
 	KeyAdmin_UnlockBackend_FullMethodName            = "/keyward.v1.KeyAdmin/UnlockBackend"
+	KeyAdmin_DeleteKey_FullMethodName                = "/keyward.v1.KeyAdmin/DeleteKey"
 )
 
 // KeyAdminClient is the client API for KeyAdmin service.
@@ -234,6 +235,12 @@ type KeyAdminClient interface {
 	// ttl_seconds. UNIMPLEMENTED when the backend takes no PIN this way, PERMISSION_DENIED when
 	// the device rejects it (with the retries left), NOT_FOUND for an unknown backend.
 	UnlockBackend(ctx context.Context, in *UnlockBackendRequest, opts ...grpc.CallOption) (*UnlockBackendResponse, error)
+	// Deletes a key from its backend (`keyward keys delete`) and forgets its id and whatever is
+	// attached to it (certificate chain, OpenPGP certificate). PERMISSION_DENIED for a key whose
+	// policy says `protected = true`; UNIMPLEMENTED when its backend cannot delete keys (the
+	// message says how to delete it with the backend's own tools); FAILED_PRECONDITION when the
+	// backend must be told first (a Vault transit key without `deletion_allowed`). Audited.
+	DeleteKey(ctx context.Context, in *DeleteKeyRequest, opts ...grpc.CallOption) (*DeleteKeyResponse, error)
 }
 
 type keyAdminClient struct {
@@ -284,6 +291,16 @@ func (c *keyAdminClient) UnlockBackend(ctx context.Context, in *UnlockBackendReq
 	return out, nil
 }
 
+func (c *keyAdminClient) DeleteKey(ctx context.Context, in *DeleteKeyRequest, opts ...grpc.CallOption) (*DeleteKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteKeyResponse)
+	err := c.cc.Invoke(ctx, KeyAdmin_DeleteKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyAdminServer is the server API for KeyAdmin service.
 // All implementations must embed UnimplementedKeyAdminServer
 // for forward compatibility.
@@ -305,6 +322,12 @@ type KeyAdminServer interface {
 	// ttl_seconds. UNIMPLEMENTED when the backend takes no PIN this way, PERMISSION_DENIED when
 	// the device rejects it (with the retries left), NOT_FOUND for an unknown backend.
 	UnlockBackend(context.Context, *UnlockBackendRequest) (*UnlockBackendResponse, error)
+	// Deletes a key from its backend (`keyward keys delete`) and forgets its id and whatever is
+	// attached to it (certificate chain, OpenPGP certificate). PERMISSION_DENIED for a key whose
+	// policy says `protected = true`; UNIMPLEMENTED when its backend cannot delete keys (the
+	// message says how to delete it with the backend's own tools); FAILED_PRECONDITION when the
+	// backend must be told first (a Vault transit key without `deletion_allowed`). Audited.
+	DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error)
 	mustEmbedUnimplementedKeyAdminServer()
 }
 
@@ -326,6 +349,9 @@ func (UnimplementedKeyAdminServer) AttachOpenPgpCertificate(context.Context, *At
 }
 func (UnimplementedKeyAdminServer) UnlockBackend(context.Context, *UnlockBackendRequest) (*UnlockBackendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnlockBackend not implemented")
+}
+func (UnimplementedKeyAdminServer) DeleteKey(context.Context, *DeleteKeyRequest) (*DeleteKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeleteKey not implemented")
 }
 func (UnimplementedKeyAdminServer) mustEmbedUnimplementedKeyAdminServer() {}
 func (UnimplementedKeyAdminServer) testEmbeddedByValue()                  {}
@@ -420,6 +446,24 @@ func _KeyAdmin_UnlockBackend_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyAdmin_DeleteKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyAdminServer).DeleteKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyAdmin_DeleteKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyAdminServer).DeleteKey(ctx, req.(*DeleteKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyAdmin_ServiceDesc is the grpc.ServiceDesc for KeyAdmin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -442,6 +486,118 @@ var KeyAdmin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnlockBackend",
 			Handler:    _KeyAdmin_UnlockBackend_Handler,
+		},
+		{
+			MethodName: "DeleteKey",
+			Handler:    _KeyAdmin_DeleteKey_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "keyward/v1/keyward.proto",
+}
+
+const (
+	Agent_Status_FullMethodName = "/keyward.v1.Agent/Status"
+)
+
+// AgentClient is the client API for Agent service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+//
+// The agent itself. Served to every caller the agent serves; it tells no secret, and where the
+// agent keeps its files only to its admins.
+type AgentClient interface {
+	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+}
+
+type agentClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewAgentClient(cc grpc.ClientConnInterface) AgentClient {
+	return &agentClient{cc}
+}
+
+func (c *agentClient) Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatusResponse)
+	err := c.cc.Invoke(ctx, Agent_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// AgentServer is the server API for Agent service.
+// All implementations must embed UnimplementedAgentServer
+// for forward compatibility.
+//
+// The agent itself. Served to every caller the agent serves; it tells no secret, and where the
+// agent keeps its files only to its admins.
+type AgentServer interface {
+	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	mustEmbedUnimplementedAgentServer()
+}
+
+// UnimplementedAgentServer must be embedded to have
+// forward compatible implementations.
+//
+// NOTE: this should be embedded by value instead of pointer to avoid a nil
+// pointer dereference when methods are called.
+type UnimplementedAgentServer struct{}
+
+func (UnimplementedAgentServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedAgentServer) mustEmbedUnimplementedAgentServer() {}
+func (UnimplementedAgentServer) testEmbeddedByValue()               {}
+
+// UnsafeAgentServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to AgentServer will
+// result in compilation errors.
+type UnsafeAgentServer interface {
+	mustEmbedUnimplementedAgentServer()
+}
+
+func RegisterAgentServer(s grpc.ServiceRegistrar, srv AgentServer) {
+	// If the following call panics, it indicates UnimplementedAgentServer was
+	// embedded by pointer and is nil.  This will cause panics if an
+	// unimplemented method is ever invoked, so we test this at initialization
+	// time to prevent it from happening at runtime later due to I/O.
+	if t, ok := srv.(interface{ testEmbeddedByValue() }); ok {
+		t.testEmbeddedByValue()
+	}
+	s.RegisterService(&Agent_ServiceDesc, srv)
+}
+
+func _Agent_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServer).Status(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Agent_Status_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServer).Status(ctx, req.(*StatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+// Agent_ServiceDesc is the grpc.ServiceDesc for Agent service.
+// It's only intended for direct use with grpc.RegisterService,
+// and not to be introspected or modified (even as a copy)
+var Agent_ServiceDesc = grpc.ServiceDesc{
+	ServiceName: "keyward.v1.Agent",
+	HandlerType: (*AgentServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Status",
+			Handler:    _Agent_Status_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

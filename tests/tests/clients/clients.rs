@@ -228,6 +228,7 @@ async fn grpcurl_with_reflection() {
         [
             "grpc.health.v1.Health",
             "grpc.reflection.v1.ServerReflection",
+            "keyward.v1.Agent",
             "keyward.v1.KeyAdmin",
             "keyward.v1.Signer",
         ],

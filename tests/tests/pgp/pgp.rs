@@ -461,6 +461,23 @@ async fn gpg_made_keys_sign_through_the_pgp_backend() {
     assert_eq!(spec(&bob_id), KeySpec::Ed25519);
     assert_eq!(spec(&carol_id), KeySpec::EcP384);
 
+    // The backend never changes its keyring: deleting is refused, with the gpg way to do it.
+    let delete = run_cli(&daemon, ["keys", "delete", "--key", "alice", "--yes"]);
+    assert_cli_error(
+        &delete,
+        "keys delete on a pgp key",
+        &["gpg --delete-secret-keys", "reload keywardd"],
+    );
+    assert!(
+        client
+            .list_keys()
+            .await
+            .expect("list keys")
+            .iter()
+            .any(|k| k.key_id == "alice"),
+        "alice stays"
+    );
+
     // GetPublicKey carries the certificate: the one gpg made, same fingerprint.
     let public = client.public_key("alice").await.expect("public key");
     assert!(public.openpgp_certificate.is_some());

@@ -549,6 +549,30 @@ async fn virtual_card_unlock_with_ttl() {
         "{text}"
     );
 
+    // `keyward status` calls the backend locked, says how to unlock it, and exits 6 (warnings).
+    let status = run_cli(&daemon, ["status", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("status --json ({e}): {}", stdout_text(&status)));
+    assert_eq!(status.status.code(), Some(6), "{report:#}");
+    let backend = report["backends"]
+        .as_array()
+        .and_then(|b| b.iter().find(|b| b["name"] == BACKEND))
+        .unwrap_or_else(|| panic!("no {BACKEND} in {report:#}"));
+    assert_eq!(backend["state"], "locked", "{report:#}");
+    assert!(
+        backend["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("keyward yubikey unlock")),
+        "{report:#}"
+    );
+    // PIV keys are not deleted through the agent: refused, with the card's own way.
+    let delete = run_cli(&daemon, ["keys", "delete", "--key", "held", "--yes"]);
+    assert_cli_error(
+        &delete,
+        "keys delete on a yubikey",
+        &["ykman piv keys delete"],
+    );
+
     // A wrong PIN is refused by the card at unlock time, with the retries left.
     let out = run_cli_with_stdin(
         &daemon,
@@ -587,6 +611,8 @@ async fn virtual_card_unlock_with_ttl() {
         "{}",
         stdout_text(&out)
     );
+    let status = run_cli(&daemon, ["status", "--json"]);
+    assert_ok(&status, "status once unlocked");
     check_key(&client, "held").await;
 
     // A 1 s ttl: works now, fails again once it has expired.

@@ -5,7 +5,10 @@ use keyward_proto::v1 as api;
 use tonic::{Code, Status};
 
 use crate::status::{retry_after_in, status_of};
-use crate::{BackendError, EcdsaFormat, KeyDescription, KeySpec, SignatureAlgorithm};
+use crate::{
+    BackendError, Deletion, DeletionOutcome, EcdsaFormat, Health, KeyDescription, KeySpec,
+    SignatureAlgorithm,
+};
 
 /// A plugin's error status as the backend error it stands for (the inverse of
 /// [`backend_error_to_status`]; codes a plugin should not send fall into the nearest kind).
@@ -18,6 +21,7 @@ pub fn status_to_backend_error(status: &Status) -> BackendError {
             BackendError::InvalidInput(message)
         }
         Code::PermissionDenied | Code::Unauthenticated => BackendError::PermissionDenied(message),
+        Code::FailedPrecondition => BackendError::FailedPrecondition(message),
         Code::Unavailable | Code::ResourceExhausted | Code::Aborted => BackendError::Unavailable {
             message,
             retry_after: retry_after_in(status),
@@ -112,6 +116,67 @@ pub(crate) fn format_from_wire(format: i32) -> EcdsaFormat {
     }
 }
 
+pub(crate) fn deletion_to_wire(deletion: Deletion) -> wire::DeleteKeyResponse {
+    let outcome = match deletion.outcome {
+        DeletionOutcome::Deleted => api::DeletionOutcome::Deleted,
+        DeletionOutcome::Scheduled => api::DeletionOutcome::Scheduled,
+        DeletionOutcome::SoftDeleted => api::DeletionOutcome::SoftDeleted,
+    };
+    wire::DeleteKeyResponse {
+        outcome: outcome as i32,
+        detail: deletion.detail,
+        effective_at: deletion
+            .effective_at
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64),
+    }
+}
+
+pub(crate) fn deletion_from_wire(
+    answer: wire::DeleteKeyResponse,
+) -> Result<Deletion, BackendError> {
+    let outcome = match api::DeletionOutcome::try_from(answer.outcome) {
+        Ok(api::DeletionOutcome::Deleted) => DeletionOutcome::Deleted,
+        Ok(api::DeletionOutcome::Scheduled) => DeletionOutcome::Scheduled,
+        Ok(api::DeletionOutcome::SoftDeleted) => DeletionOutcome::SoftDeleted,
+        _ => {
+            return Err(BackendError::Internal(format!(
+                "the plugin answered DeleteKey with an unknown outcome {}",
+                answer.outcome
+            )));
+        }
+    };
+    Ok(Deletion {
+        outcome,
+        detail: answer.detail,
+        effective_at: u64::try_from(answer.effective_at)
+            .ok()
+            .filter(|s| *s > 0)
+            .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s)),
+    })
+}
+
+pub(crate) fn health_to_wire(health: Health) -> wire::HealthResponse {
+    wire::HealthResponse {
+        locked: health.locked.is_some(),
+        locked_reason: health.locked.unwrap_or_default(),
+        warnings: health.warnings,
+    }
+}
+
+pub(crate) fn health_from_wire(answer: wire::HealthResponse) -> Health {
+    Health {
+        locked: answer.locked.then(|| {
+            if answer.locked_reason.is_empty() {
+                "the backend is locked".to_string()
+            } else {
+                answer.locked_reason
+            }
+        }),
+        warnings: answer.warnings,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -125,6 +190,7 @@ mod tests {
             BackendError::Unsupported("no".into()),
             BackendError::InvalidInput("bad".into()),
             BackendError::PermissionDenied("pin".into()),
+            BackendError::FailedPrecondition("first".into()),
             BackendError::Unavailable {
                 message: "down".into(),
                 retry_after: Some(Duration::from_millis(1500)),
@@ -136,5 +202,39 @@ mod tests {
             let back = status_to_backend_error(&backend_error_to_status(&error));
             assert_eq!(format!("{error:?}"), format!("{back:?}"));
         }
+    }
+
+    #[test]
+    fn deletions_and_health_survive_the_round_trip() {
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+        for outcome in [
+            DeletionOutcome::Deleted,
+            DeletionOutcome::Scheduled,
+            DeletionOutcome::SoftDeleted,
+        ] {
+            let deletion = Deletion {
+                outcome,
+                detail: "done".into(),
+                effective_at: Some(at),
+            };
+            assert_eq!(
+                deletion_from_wire(deletion_to_wire(deletion.clone())).unwrap(),
+                deletion
+            );
+        }
+        let unknown = wire::DeleteKeyResponse {
+            outcome: 0,
+            ..Default::default()
+        };
+        assert!(deletion_from_wire(unknown).is_err());
+        let health = Health {
+            locked: Some("run keyward yubikey unlock".into()),
+            warnings: vec!["chmod 600 k.pem".into()],
+        };
+        assert_eq!(health_from_wire(health_to_wire(health.clone())), health);
+        assert_eq!(
+            health_from_wire(health_to_wire(Health::default())),
+            Health::default()
+        );
     }
 }

@@ -11,8 +11,13 @@ use keyward_proto::v1 as api;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use super::PROTOCOL_VERSION;
-use super::convert::{description_from_wire, format_from_wire, status_to_backend_error};
-use crate::{Backend, BackendError, KeyDescription, KeySpec, Secret, SignOp, Signature};
+use super::convert::{
+    deletion_from_wire, description_from_wire, format_from_wire, health_from_wire,
+    status_to_backend_error,
+};
+use crate::{
+    Backend, BackendError, Deletion, Health, KeyDescription, KeySpec, Secret, SignOp, Signature,
+};
 
 /// A backend served by a plugin process on a Unix socket.
 #[derive(Debug, Clone)]
@@ -187,5 +192,37 @@ impl Backend for RemoteBackend {
             .await
             .map(drop)
             .map_err(|s| status_to_backend_error(&s))
+    }
+
+    async fn delete_key(&self, reference: &str) -> Result<Deletion, BackendError> {
+        let answer = self
+            .client
+            .clone()
+            .delete_key(wire::DeleteKeyRequest {
+                reference: reference.to_string(),
+            })
+            .await;
+        match answer {
+            Ok(answer) => deletion_from_wire(answer.into_inner()),
+            // A plugin written before DeleteKey existed: tonic answers without a message.
+            Err(status)
+                if status.code() == tonic::Code::Unimplemented && status.message().is_empty() =>
+            {
+                Err(BackendError::Unsupported(format!(
+                    "the {} plugin cannot delete keys; delete the key with the backend's own tools",
+                    self.backend_type
+                )))
+            }
+            Err(status) => Err(status_to_backend_error(&status)),
+        }
+    }
+
+    async fn health(&self) -> Result<Health, BackendError> {
+        match self.client.clone().health(wire::HealthRequest {}).await {
+            Ok(answer) => Ok(health_from_wire(answer.into_inner())),
+            // A plugin without the call: unlocked, nothing to report.
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(Health::default()),
+            Err(status) => Err(status_to_backend_error(&status)),
+        }
     }
 }

@@ -17,8 +17,8 @@ use tonic::{Request, Response, Status};
 
 use super::check::{CHECK_SETTINGS_ARG, run_check};
 use super::convert::{
-    algorithm_from_wire, backend_error_to_status, description_to_wire, format_to_wire,
-    spec_from_wire,
+    algorithm_from_wire, backend_error_to_status, deletion_to_wire, description_to_wire,
+    format_to_wire, health_to_wire, spec_from_wire,
 };
 use super::{ENV_SOCKET, HANDSHAKE_LINE, PROTOCOL_VERSION};
 use crate::{Backend, BackendError, Secret, SignInput, SignOp};
@@ -354,5 +354,25 @@ impl WireBackend for PluginService {
             .map(std::time::Duration::from_secs);
         self.backend.unlock(secret, ttl).await.map_err(status)?;
         Ok(Response::new(wire::UnlockResponse {}))
+    }
+
+    async fn health(
+        &self,
+        _request: Request<wire::HealthRequest>,
+    ) -> Result<Response<wire::HealthResponse>, Status> {
+        let health = self.backend.health().await.map_err(status)?;
+        Ok(Response::new(health_to_wire(health)))
+    }
+
+    async fn delete_key(
+        &self,
+        request: Request<wire::DeleteKeyRequest>,
+    ) -> Result<Response<wire::DeleteKeyResponse>, Status> {
+        let deletion = self
+            .backend
+            .delete_key(&request.get_ref().reference)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(deletion_to_wire(deletion)))
     }
 }
