@@ -162,7 +162,10 @@ fn init_logging(format: &str) {
     if format == "json" {
         builder.json().init();
     } else {
-        builder.init();
+        // Every field and message escaped: no caller string or plugin line can forge a line.
+        builder
+            .fmt_fields(keyward_daemon::shown::EscapingFields)
+            .init();
     }
 }
 
