@@ -46,8 +46,6 @@ impl From<String> for DaemonError {
     }
 }
 
-/// Longest message a client may send (an Ed25519 message is sent whole).
-const MAX_REQUEST_BYTES: usize = 64 << 20;
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -225,15 +223,22 @@ impl Daemon {
             config.admin_uids.clone(),
         ));
         let policies = Arc::new(Policies::from_config(config));
-        let core = SigningCore::new(registry.clone(), policies, audit.clone());
-        // The caller layer authenticates every RPC of both services (grpc/layer.rs).
+        let limits = Arc::new(config.limits.clone());
+        let core =
+            SigningCore::new(registry.clone(), policies, audit.clone()).with_limits(limits.clone());
+        // The caller layer authenticates every RPC of both services (grpc/layer.rs). The
+        // decoders refuse a request larger than the largest the config allows before decoding
+        // it; the handlers then check each field's bound (limits.rs).
         let signer = CallerLayer::signer(auth.clone(), audit.clone()).layer(
             SignerServer::new(SignerService::new(core))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+                .max_decoding_message_size(limits.signer_decoding_limit()),
         );
-        let admin = CallerLayer::admin(auth, audit.clone()).layer(KeyAdminServer::new(
-            AdminService::new(registry.clone(), audit.clone()),
-        ));
+        let admin = CallerLayer::admin(auth, audit.clone()).layer(
+            KeyAdminServer::new(
+                AdminService::new(registry.clone(), audit.clone()).with_limits(limits.clone()),
+            )
+            .max_decoding_message_size(limits.admin_decoding_limit()),
+        );
         Generation {
             registry,
             signer,

@@ -17,6 +17,7 @@ use serde::Deserialize;
 use backend::{RawBackend, parse_backend};
 
 use crate::audit::AuditConfig;
+use crate::limits::{Limits, MAX_MESSAGE_CAP};
 use crate::paths;
 use crate::policy::PolicyRules;
 use crate::tls::TlsConfig;
@@ -95,6 +96,7 @@ struct RawConfig {
     default_policy: Option<toml::Spanned<toml::Table>>,
     audit: Option<toml::Spanned<toml::Table>>,
     tls: Option<toml::Spanned<toml::Table>>,
+    limits: Option<toml::Spanned<toml::Table>>,
     plugin_dir: Option<PathBuf>,
     #[serde(default)]
     backend: Vec<RawBackend>,
@@ -110,6 +112,7 @@ struct RawKey {
     #[serde(rename = "ref")]
     reference: String,
     certificate_chain: Option<PathBuf>,
+    max_message_bytes: Option<u64>,
     policy: Option<toml::Spanned<toml::Table>>,
 }
 
@@ -132,6 +135,8 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// `[tls]`: the mutual-TLS listener.
     pub tls: Option<TlsConfig>,
+    /// `[limits]`, with each `[[key]]`'s `max_message_bytes`.
+    pub limits: Limits,
     /// `plugin_dir`: where `keyward-plugin-<type>` executables are; `None`: next to keywardd,
     /// then `<prefix>/libexec/keyward` ([`crate::plugin_dir`]).
     pub plugin_dir: Option<PathBuf>,
@@ -203,6 +208,14 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         backends.push(backend);
     }
 
+    let mut limits = match raw.limits {
+        None => Limits::default(),
+        Some(table) => {
+            let line = source.line_of(table.span().start);
+            Limits::parse(table.into_inner())
+                .map_err(|m| ConfigError::at(source, Some(line), format!("[limits]: {m}")))?
+        }
+    };
     let mut keys = Vec::new();
     let mut ids = HashSet::new();
     let mut refs = BTreeMap::new();
@@ -244,6 +257,16 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
                 Some((path, chain))
             }
         };
+        if let Some(cap) = key.max_message_bytes {
+            if !(64..=MAX_MESSAGE_CAP as u64).contains(&cap) {
+                return Err(err(format!(
+                    "max_message_bytes = {cap} is out of range; use 64 to {MAX_MESSAGE_CAP}"
+                )));
+            }
+            limits
+                .key_message_bytes
+                .insert(key.id.clone(), cap as usize);
+        }
         let policy = match key.policy {
             None => None,
             Some(table) => Some(policy_table(
@@ -319,6 +342,7 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         default_policy,
         audit,
         tls,
+        limits,
         plugin_dir: raw.plugin_dir.map(|dir| match &source.dir {
             Some(base) if dir.is_relative() => base.join(dir),
             _ => dir,
