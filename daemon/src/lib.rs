@@ -22,6 +22,7 @@ pub mod openpgp;
 pub mod paths;
 pub mod plugin_check;
 pub mod plugin_dir;
+pub mod plugin_exec;
 pub mod plugin_host;
 pub mod policy;
 pub mod ratelimit;
