@@ -1,10 +1,15 @@
 //! The `security` part: per-key policy (`policy`), the tamper-evident audit log (`audit`),
-//! the mutual-TLS listener (`mtls`) and process hardening (`hardening`).
+//! the mutual-TLS listener (`mtls`), process hardening (`hardening`), inputs bounded before
+//! they cost anything (`bounds`), the cost of executable checks (`executables`) and of unknown
+//! key ids (`unknown_keys`).
 //!
 //! Run with `scripts/test security` (installs and starts the peers), or
 //! `cargo test -p keyward-tests --test security` once they are installed.
 
 mod audit;
+mod bounds;
+mod executables;
 mod hardening;
 mod mtls;
 mod policy;
+mod unknown_keys;
