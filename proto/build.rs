@@ -12,6 +12,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         out_dir.join("keyward_descriptor.bin"),
         descriptors.encode_to_vec(),
     )?;
+    // The client API alone: what the agent socket serves and describes through reflection.
+    let client_api = protox::compile(["keyward/v1/keyward.proto"], ["."])?;
+    std::fs::write(
+        out_dir.join("keyward_v1_descriptor.bin"),
+        client_api.encode_to_vec(),
+    )?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -67,6 +67,84 @@ install_local_kms() {
   export KEYWARD_TEST_LOCAL_KMS="$bin_dir/local-kms"
 }
 
+# The stock gRPC clients of `scripts/test clients` (tests/clients/, tests/tests/clients.rs).
+GRPCURL_GO_VERSION=v1.9.1  # -unix does not dial in v1.9.2 and v1.9.3 (grpcurl#496)
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.0
+
+# go_tool_install MODULE VERSION PACKAGE...: builds Go commands into $bin_dir from the Go module
+# proxy. `go install module@version` needs the proxy's version list, which it refuses here;
+# requiring the version from a throwaway module works. A stamp file records the version.
+go_tool_install() {
+  local module=$1 version=$2; shift 2
+  local bin_dir="${KEYWARD_BIN_DIR:-$HOME/.cache/keyward/bin}" stamp build package imports=""
+  stamp="$bin_dir/.$(basename "$1").version"
+  [ -x "$bin_dir/$(basename "$1")" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$module@$version" ] && return 0
+  command -v go >/dev/null || apt_install golang-go
+  log "building $* ($module $version) from the Go module proxy"
+  build=$(mktemp -d)
+  for package in "$@"; do imports+="import _ \"$package\""$'\n'; done
+  printf 'module keyward.local/toolbuild\n\ngo 1.23\n\nrequire %s %s\n' "$module" "$version" >"$build/go.mod"
+  printf '//go:build tools\n\npackage tools\n\n%s' "$imports" >"$build/tools.go"
+  (cd "$build" && GOFLAGS=-mod=mod go mod tidy && GOFLAGS=-mod=mod GOBIN="$bin_dir" go install "$@")
+  rm -rf "$build"
+  echo "$module@$version" >"$stamp"
+}
+
+# install_grpc_clients: Python grpcio + grpcio-tools (keyward venv), grpcurl, the grpc-go client
+# (stubs generated with protoc-gen-go/-go-grpc, built into ~/.cache/keyward/bin), @grpc/grpc-js
+# (npm, into ~/.cache/keyward/clients/node) and the grpc-java client (Maven Central, ~/.m2,
+# built into ~/.cache/keyward/clients/java). Exports what tests/tests/clients.rs reads.
+install_grpc_clients() {
+  local venv="${KEYWARD_VENV:-$HOME/.cache/keyward/venv}"
+  local bin_dir="${KEYWARD_BIN_DIR:-$HOME/.cache/keyward/bin}"
+  local cache="${KEYWARD_CLIENTS_CACHE:-$HOME/.cache/keyward/clients}" work
+  mkdir -p "$bin_dir" "$cache"
+  apt_install python3 python3-venv
+  # nodejs may come from another repository that bundles npm: install only what is missing.
+  command -v npm >/dev/null || apt_install nodejs npm
+  command -v javac >/dev/null || apt_install openjdk-17-jdk-headless
+  command -v mvn >/dev/null || apt_install maven
+
+  [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+  if ! "$venv/bin/python3" -c "import grpc, grpc_tools" 2>/dev/null; then
+    log "installing into $venv: grpcio grpcio-tools"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "grpcio>=1.60" "grpcio-tools>=1.60"
+  fi
+  export KEYWARD_TEST_PYTHON="$venv/bin/python3"
+
+  go_tool_install github.com/fullstorydev/grpcurl "$GRPCURL_GO_VERSION" github.com/fullstorydev/grpcurl/cmd/grpcurl
+  export KEYWARD_TEST_GRPCURL="$bin_dir/grpcurl"
+  go_tool_install google.golang.org/protobuf "$PROTOC_GEN_GO_VERSION" google.golang.org/protobuf/cmd/protoc-gen-go
+  go_tool_install google.golang.org/grpc/cmd/protoc-gen-go-grpc "$PROTOC_GEN_GO_GRPC_VERSION" google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+  log "building the grpc-go client (tests/clients/go)"
+  work=$(mktemp -d)
+  cp -r tests/clients/go/. "$work/"
+  local m=Mkeyward/v1/keyward.proto=keyward.local/clients/go/keywardpb
+  "$venv/bin/python3" -m grpc_tools.protoc -I proto \
+    --plugin=protoc-gen-go="$bin_dir/protoc-gen-go" --plugin=protoc-gen-go-grpc="$bin_dir/protoc-gen-go-grpc" \
+    --go_out="$work" --go_opt=module=keyward.local/clients/go --go_opt="$m" \
+    --go-grpc_out="$work" --go-grpc_opt=module=keyward.local/clients/go --go-grpc_opt="$m" \
+    keyward/v1/keyward.proto
+  (cd "$work" && GOFLAGS=-mod=mod go build -o "$bin_dir/keyward-grpc-go-client" .)
+  rm -rf "$work"
+  export KEYWARD_TEST_GRPC_GO_CLIENT="$bin_dir/keyward-grpc-go-client"
+
+  mkdir -p "$cache/node"
+  if ! cmp -s tests/clients/node/package-lock.json "$cache/node/package-lock.json" || [ ! -d "$cache/node/node_modules" ]; then
+    log "installing @grpc/grpc-js and @grpc/proto-loader from npm into $cache/node"
+    cp tests/clients/node/package.json tests/clients/node/package-lock.json "$cache/node/"
+    (cd "$cache/node" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  export KEYWARD_TEST_NODE_MODULES="$cache/node/node_modules"
+
+  log "building the grpc-java client (tests/clients/java, Maven Central)"
+  mvn -B -q -f tests/clients/java/pom.xml package "-Dkeyward.build.dir=$cache/java"
+  echo "$cache/java/classes:$(cat "$cache/java/classpath.txt")" >"$cache/java/run-classpath.txt"
+  export KEYWARD_TEST_GRPC_JAVA_CLASSPATH="$cache/java/run-classpath.txt"
+}
+
 # cosign for the cosign part: built once from the Go module proxy into ~/.cache/keyward/bin
 # (minutes on two cores), stamped with its version; exports KEYWARD_TEST_COSIGN.
 COSIGN_GO_VERSION=v2.6.5

@@ -4,8 +4,9 @@
 //! keys stay in the agent. Every command is one module under [`cmd`]; [`output`] holds the error
 //! type, the exit codes and the helpers that write results.
 //!
-//! Exit codes: 0 success, 1 `keyward verify` found the signature invalid, 2 any error (printed as
-//! one `keyward: error: ...` line on stderr).
+//! Exit codes (see `AFTER_HELP`): 0 success, 1 `keyward verify` found the signature invalid,
+//! 2 no agent, 3 refused, 4 unavailable (retry), 5 any other error; every error is one
+//! `keyward: error: ...` line on stderr.
 
 mod cmd;
 mod output;
@@ -21,7 +22,17 @@ The agent's socket is --socket, else $KEYWARD_SOCK, else $XDG_RUNTIME_DIR/keywar
 (or /tmp/keyward-<uid>/agent.sock when XDG_RUNTIME_DIR is unset). A remote agent is
 --socket https://HOST:PORT with --tls-ca, --tls-cert and --tls-key (mutual TLS only).
 
-Exit status: 0 on success, 1 when `keyward verify` finds the signature invalid, 2 on errors.
+A socket is used only if it is your own agent's: its directory and the process listening on it
+must belong to you or root (or to the uid in KEYWARD_AGENT_UID, for a system agent running as
+its own user), and the directory must not be writable by group or others.
+
+Exit status:
+  0  success
+  1  `keyward verify`: the signature is invalid
+  2  no agent: nothing listens on the socket, or the socket is not trusted (like ssh-add)
+  3  refused by the agent: permission denied, policy, rate limit (retrying will not help)
+  4  unavailable: the agent or its backend is unavailable for now (retry later)
+  5  any other error: usage, a missing key, bad input, files
 
 Examples:
   keyward keys list

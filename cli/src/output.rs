@@ -1,8 +1,9 @@
 //! Errors, exit codes and writing results.
 //!
-//! Every failure ends the same way: one line `keyward: error: <message>` on stderr and exit
-//! code [`EXIT_ERROR`]. Nothing returns an error out of `main`, so `RUST_BACKTRACE` never turns a
-//! user mistake into a backtrace.
+//! Every failure ends the same way: one line `keyward: error: <message>` on stderr and an exit
+//! code that tells a script what kind of failure it was ([`EXIT_NO_AGENT`], [`EXIT_REFUSED`],
+//! [`EXIT_UNAVAILABLE`], else [`EXIT_ERROR`]). Nothing returns an error out of `main`, so
+//! `RUST_BACKTRACE` never turns a user mistake into a backtrace.
 
 use std::io::Write;
 use std::path::Path;
@@ -11,35 +12,73 @@ use std::path::Path;
 pub const EXIT_OK: i32 = 0;
 /// `keyward verify`: the signature does not verify.
 pub const EXIT_INVALID: i32 = 1;
-/// Anything went wrong: usage, agent, files.
-pub const EXIT_ERROR: i32 = 2;
+/// No agent to talk to: nothing listens on the socket, or the socket is not trusted (it
+/// belongs to another user), or the mutual-TLS listener cannot be reached. Like `ssh-add`.
+pub const EXIT_NO_AGENT: i32 = 2;
+/// The agent refused: `PERMISSION_DENIED` (uid, policy), `UNAUTHENTICATED`, or
+/// `RESOURCE_EXHAUSTED` (a rate limit). Retrying the same request will not help.
+pub const EXIT_REFUSED: i32 = 3;
+/// The agent or its backend is unavailable for now (`UNAVAILABLE`): retry later.
+pub const EXIT_UNAVAILABLE: i32 = 4;
+/// Any other error: usage, a missing key, bad input, files.
+pub const EXIT_ERROR: i32 = 5;
 
-/// An error to report to the user: one line of text.
+/// An error to report to the user: one line of text and an exit code.
 #[derive(Debug)]
 pub struct Failure {
     message: String,
+    code: i32,
 }
 
 impl Failure {
-    /// A failure with this message (newlines are folded into one line when printed).
+    /// A failure with this message (newlines are folded into one line when printed), exit
+    /// code [`EXIT_ERROR`].
     pub fn new(message: impl Into<String>) -> Failure {
         Failure {
             message: message.into(),
+            code: EXIT_ERROR,
         }
     }
 
-    /// Prints `keyward: error: <message>` on stderr and exits with [`EXIT_ERROR`].
+    /// The exit code this failure ends the process with.
+    pub fn code(&self) -> i32 {
+        self.code
+    }
+
+    /// Prints `keyward: error: <message>` on stderr and exits with the failure's code.
     pub fn exit(self) -> ! {
         let line = one_line(&self.message);
         let _ = writeln!(std::io::stderr().lock(), "keyward: error: {line}");
-        exit(EXIT_ERROR)
+        exit(self.code())
     }
 }
 
 impl From<keyward_sdk::Error> for Failure {
     fn from(error: keyward_sdk::Error) -> Failure {
+        let code = exit_code(&error);
         // The SDK's messages name the key or socket and say what to do.
-        Failure::new(strip_os_error(&error.to_string()))
+        Failure {
+            message: strip_os_error(&error.to_string()),
+            code,
+        }
+    }
+}
+
+/// The exit code of an SDK error.
+fn exit_code(error: &keyward_sdk::Error) -> i32 {
+    use keyward_sdk::{Code, Error};
+    match error {
+        Error::Connect { .. } | Error::ConnectRemote { .. } | Error::UntrustedAgent { .. } => {
+            EXIT_NO_AGENT
+        }
+        Error::Agent { code, .. } => match code {
+            Code::PermissionDenied | Code::Unauthenticated | Code::ResourceExhausted => {
+                EXIT_REFUSED
+            }
+            Code::Unavailable => EXIT_UNAVAILABLE,
+            _ => EXIT_ERROR,
+        },
+        _ => EXIT_ERROR,
     }
 }
 
@@ -50,7 +89,7 @@ pub fn exit(code: i32) -> ! {
 }
 
 /// Handles a command-line parsing error: `--help` and `--version` print and exit 0 (as clap
-/// does); real usage errors become one `keyward: error:` line and exit 2.
+/// does); real usage errors become one `keyward: error:` line and exit [`EXIT_ERROR`].
 pub fn exit_on_usage_error(error: clap::Error) -> ! {
     use clap::error::ErrorKind;
     match error.kind() {
@@ -174,6 +213,42 @@ mod tests {
     #[test]
     fn one_line_folds_newlines() {
         assert_eq!(one_line("a\n  b\n\nc"), "a b c");
+    }
+
+    #[test]
+    fn exit_codes_tell_no_agent_refused_and_unavailable_apart() {
+        use keyward_sdk::{Code, Error};
+        let agent = |code| Error::Agent {
+            code,
+            message: String::new(),
+        };
+        let cases = [
+            (
+                Error::Connect {
+                    socket: "/x".into(),
+                    reason: String::new(),
+                },
+                EXIT_NO_AGENT,
+            ),
+            (
+                Error::UntrustedAgent {
+                    socket: "/x".into(),
+                    reason: String::new(),
+                },
+                EXIT_NO_AGENT,
+            ),
+            (agent(Code::PermissionDenied), EXIT_REFUSED),
+            (agent(Code::ResourceExhausted), EXIT_REFUSED),
+            (agent(Code::Unauthenticated), EXIT_REFUSED),
+            (agent(Code::Unavailable), EXIT_UNAVAILABLE),
+            (agent(Code::NotFound), EXIT_ERROR),
+            (agent(Code::InvalidArgument), EXIT_ERROR),
+            (Error::InvalidInput(String::new()), EXIT_ERROR),
+        ];
+        for (error, code) in cases {
+            assert_eq!(Failure::from(error).code(), code);
+        }
+        assert_eq!(Failure::new("x").code(), EXIT_ERROR);
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub struct LocalCaller {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteCaller {
     /// The certificate's identities, the primary one first: the SPIFFE ID (a `spiffe://` URI
-    /// SAN) when there is one, then `CN=<subject common name>`, other URI SANs and
-    /// `DNS:<name>` SANs.
+    /// SAN) when there is one, then `CN=<subject common name>`, other URI SANs as
+    /// `URI:<uri>` and `DNS:<name>` SANs.
     pub identities: Vec<String>,
     /// The peer's address.
     pub address: Option<std::net::SocketAddr>,

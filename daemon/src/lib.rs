@@ -32,3 +32,4 @@ pub mod shown;
 pub mod signing;
 pub mod state;
 pub mod tls;
+pub mod transport;

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +12,6 @@ use keyward_proto::v1::key_admin_server::KeyAdminServer;
 use keyward_proto::v1::signer_server::SignerServer;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::UnixListenerStream;
 use tonic::transport::Server;
 use tower::Layer;
 
@@ -26,7 +25,7 @@ use crate::keys::Registry;
 use crate::policy::Policies;
 use crate::reload::{self, Swappable};
 use crate::signing::SigningCore;
-use crate::{backends, paths, plugin_dir};
+use crate::{backends, paths, plugin_dir, transport};
 
 /// Why the daemon could not run: a config error (exit status 2, like every config error) or
 /// anything else (exit status 1).
@@ -120,8 +119,7 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("cannot listen on {shown}: {e}"))?;
     let socket_mode = if open_to_others { 0o666 } else { 0o600 };
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(socket_mode))
-        .map_err(|e| format!("cannot set the mode of {shown}: {e}"))?;
+    transport::set_socket_mode(socket, socket_mode)?;
     Ok((
         listener,
         SocketGuard {
@@ -265,11 +263,7 @@ impl Daemon {
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<SignerServer<SignerService>>().await;
         health.set_serving::<KeyAdminServer<AdminService>>().await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| format!("cannot build the reflection service: {e}"))?;
+        let reflection = transport::reflection()?;
 
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let shutdown = async move {
@@ -308,7 +302,7 @@ impl Daemon {
             .add_service(signer.clone())
             .add_service(admin.clone())
             .serve_with_incoming_shutdown(
-                UnixListenerStream::new(listener),
+                transport::unix_incoming(listener),
                 stopped(stop_rx.clone()),
             );
         let servers = async {
@@ -433,9 +427,7 @@ impl Daemon {
         } else {
             0o666
         };
-        if let Err(e) =
-            std::fs::set_permissions(&new.socket, std::fs::Permissions::from_mode(socket_mode))
-        {
+        if let Err(e) = transport::set_socket_mode(&new.socket, socket_mode) {
             tracing::warn!(socket = %new.socket.display(), "cannot set the socket's mode after reload: {e}");
         }
         let keys = new.keys.len();

@@ -12,7 +12,9 @@
 //! There is no plaintext TCP mode. A client without a certificate from `client_ca`, with an
 //! expired one, or speaking plain HTTP/2 does not get past the handshake. A caller's identities
 //! are its certificate's `spiffe://` URI SANs (the SPIFFE ID, first), `CN=<common name>`, its
-//! other URI SANs and `DNS:<name>` SANs; policies name them in `mtls_identities`. Remote
+//! other URI SANs as `URI:<uri>` and `DNS:<name>` SANs; policies name them in
+//! `mtls_identities`. Every kind has its own prefix, so a URI SAN can never pass for a `CN=` or
+//! `DNS:` identity (a URI SAN is any IA5 string: `CN=build-bot` is a valid one). Remote
 //! callers have no uid: a key is available to them only through a policy that lists one of
 //! their identities, and `KeyAdmin` is never available to them.
 
@@ -134,8 +136,8 @@ pub fn remote_caller(extensions: &Extensions) -> Option<Result<RemoteCaller, Age
     })
 }
 
-/// A certificate's identities: `spiffe://` URI SANs, `CN=<cn>`, other URI SANs,
-/// `DNS:<name>` SANs; empty for a certificate that cannot be parsed.
+/// A certificate's identities: `spiffe://` URI SANs, `CN=<cn>`, other URI SANs as
+/// `URI:<uri>`, `DNS:<name>` SANs; empty for a certificate that cannot be parsed.
 pub fn identities(der: &[u8]) -> Vec<String> {
     let Ok((_, cert)) = X509Certificate::from_der(der) else {
         return Vec::new();
@@ -147,7 +149,7 @@ pub fn identities(der: &[u8]) -> Vec<String> {
                 GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
                     spiffe.push(uri.to_string())
                 }
-                GeneralName::URI(uri) => uris.push(uri.to_string()),
+                GeneralName::URI(uri) => uris.push(format!("URI:{uri}")),
                 GeneralName::DNSName(name) => dns.push(format!("DNS:{name}")),
                 _ => {}
             }

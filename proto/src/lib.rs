@@ -21,3 +21,8 @@ pub mod names;
 
 /// The encoded `FileDescriptorSet` of every `.proto` in this crate, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("keyward_descriptor");
+
+/// The encoded `FileDescriptorSet` of the client API (`keyward.v1`) alone: what the agent
+/// socket serves, for its reflection service.
+pub const CLIENT_API_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("keyward_v1_descriptor");

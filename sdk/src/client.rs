@@ -14,6 +14,7 @@ use keyward_proto::v1::{
 };
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
 
+use crate::trust::{self, ConnectOptions};
 use crate::{Error, SOCKET_ENV, default_socket_path, digest};
 
 /// A connection to `keywardd`. Cheap to clone; clones share one HTTP/2 connection, and calls on
@@ -75,24 +76,45 @@ pub struct SignOptions {
 }
 
 impl Client {
-    /// Connects to the agent listening on the Unix socket at `socket`.
+    /// Connects to the agent listening on the Unix socket at `socket`, with the default
+    /// [`ConnectOptions`] (see [`Client::connect_with`]).
     pub async fn connect(socket: impl AsRef<Path>) -> Result<Client, Error> {
+        Client::connect_with(socket, &ConnectOptions::default()).await
+    }
+
+    /// Connects to the agent listening on the Unix socket at `socket`, after checking that it
+    /// is the caller's own agent: the socket's directory (symlinks resolved) and the socket
+    /// must belong to the caller, to root or to the trusted uid (`options`, else
+    /// `KEYWARD_AGENT_UID`), the directory must not be writable by group or others, and the
+    /// process listening must run as one of those uids (`SO_PEERCRED`, read before anything
+    /// is sent). Otherwise it fails with [`Error::UntrustedAgent`], which says what it found
+    /// and how to fix it.
+    pub async fn connect_with(
+        socket: impl AsRef<Path>,
+        options: &ConnectOptions,
+    ) -> Result<Client, Error> {
         let socket = socket.as_ref().to_path_buf();
-        let connect_to = socket.clone();
+        let owners = options.owners()?;
+        let resolved = trust::check_socket(&socket, &owners)?;
+        let shown = socket.clone();
         // The URI is required by the API but unused: every connection goes to the socket.
         let channel = Endpoint::from_static("http://keyward.invalid")
             .connect_timeout(CONNECT_TIMEOUT)
             .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = connect_to.clone();
+                let (path, shown) = (resolved.clone(), shown.clone());
                 async move {
                     let stream = tokio::net::UnixStream::connect(path).await?;
+                    // Checked on every (re)connection, before HTTP/2 sends its preface.
+                    trust::check_peer(&stream, &shown, &owners).map_err(std::io::Error::other)?;
                     Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
                 }
             }))
             .await
-            .map_err(|e| Error::Connect {
-                socket: socket.clone(),
-                reason: connect_reason(&e),
+            .map_err(|e| {
+                untrusted_cause(&e).unwrap_or_else(|| Error::Connect {
+                    socket: socket.clone(),
+                    reason: connect_reason(&e),
+                })
             })?;
         Ok(Client {
             signer: SignerClient::new(channel.clone()).max_decoding_message_size(64 << 20),
@@ -393,6 +415,26 @@ impl Client {
         })?;
         Ok((info, response.certificate, response.fingerprint))
     }
+}
+
+/// The [`Error::UntrustedAgent`] the connector returned, if that is why connecting failed
+/// (an `io::Error` hides its inner error from `source()`, so each level is unwrapped).
+fn untrusted_cause(error: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let mut cause = Some(error);
+    while let Some(current) = cause {
+        if let Some(Error::UntrustedAgent { socket, reason }) = current
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<Error>())
+        {
+            return Some(Error::UntrustedAgent {
+                socket: socket.clone(),
+                reason: reason.clone(),
+            });
+        }
+        cause = current.source();
+    }
+    None
 }
 
 /// Why connecting failed, in words: the usual causes get a plain sentence.

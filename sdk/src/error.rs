@@ -18,6 +18,15 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// The socket, its directory or the process listening on it belongs to a user the client
+    /// does not trust (not the caller, not root, not `KEYWARD_AGENT_UID`): nothing was sent.
+    #[error("refusing to use the agent socket {}: {reason}", socket.display())]
+    UntrustedAgent {
+        /// The socket path given.
+        socket: PathBuf,
+        /// What was found, and how to fix it.
+        reason: String,
+    },
     /// The agent's mutual-TLS listener could not be reached or refused the handshake.
     #[error(
         "cannot connect to the keyward agent at {url}: {reason}; check the address, that keywardd listens there ([tls] listen), and the CA certificate, client certificate and key"

@@ -4,6 +4,10 @@
 //! keys, a public key with its certificate chain, and signatures. Nothing here ever sees private
 //! key material.
 //!
+//! On a Unix socket the client first checks that it talks to its own agent: the socket's
+//! directory and the process behind it must belong to the caller, to root, or to the uid in
+//! `KEYWARD_AGENT_UID` ([`ConnectOptions::agent_uid`]); see [`Client::connect_with`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), keyward_sdk::Error> {
 //! use keyward_sdk::{Client, SignOptions};
@@ -35,6 +39,7 @@ pub mod jwk;
 #[cfg(feature = "pgp")]
 pub mod pgp;
 mod socket;
+mod trust;
 pub mod verify;
 pub mod x509;
 
@@ -45,4 +50,5 @@ pub use keyward_proto::v1::{KeyInfo, KeySpec, SignatureAlgorithm, SignatureForma
 pub use socket::{SOCKET_ENV, default_socket_path};
 /// The gRPC status code of an agent error ([`Error::code`]).
 pub use tonic::Code;
+pub use trust::{AGENT_UID_ENV, ConnectOptions};
 pub use verify::{digest, verify_digest, verify_message};

@@ -49,12 +49,33 @@ pub fn assert_ok(output: &Output, what: &str) {
     );
 }
 
-/// The CLI's error contract: exit 2, one line on stderr starting `keyward: error:`, no panic.
+/// `keyward`'s exit codes (see `keyward --help`).
+pub mod exit {
+    /// `keyward verify`: the signature is invalid.
+    pub const INVALID_SIGNATURE: i32 = 1;
+    /// No agent: nothing listens on the socket, or the socket is not trusted.
+    pub const NO_AGENT: i32 = 2;
+    /// The agent refused (PERMISSION_DENIED, UNAUTHENTICATED, RESOURCE_EXHAUSTED).
+    pub const REFUSED: i32 = 3;
+    /// UNAVAILABLE: retry later.
+    pub const UNAVAILABLE: i32 = 4;
+    /// Any other error.
+    pub const ERROR: i32 = 5;
+}
+
+/// The CLI's error contract for "other" errors: exit 5, one line on stderr starting
+/// `keyward: error:`, no panic.
 pub fn assert_cli_error(output: &Output, what: &str, needles: &[&str]) {
+    assert_cli_exit(output, exit::ERROR, what, needles);
+}
+
+/// The CLI's error contract: exit `code`, one line on stderr starting `keyward: error:`, no
+/// panic, every needle in the message (case-insensitive).
+pub fn assert_cli_exit(output: &Output, code: i32, what: &str, needles: &[&str]) {
     let stderr = stderr_text(output);
     assert_eq!(
         output.status.code(),
-        Some(2),
+        Some(code),
         "{what}: exit status; stderr:\n{stderr}"
     );
     assert!(

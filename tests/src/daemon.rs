@@ -397,8 +397,11 @@ impl TestDaemon {
                     log: self.log(),
                 });
             }
-            let attempt = Client::connect(self.socket());
-            if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
+            // Ready means serving: the kernel accepts connections on the socket as soon as it is
+            // bound, before the daemon binds its other listeners (mTLS) and serves. A health
+            // check is answered by the server itself, without asking any backend.
+            let attempt = serving(self.socket());
+            if let Ok(true) = tokio::time::timeout(Duration::from_secs(2), attempt).await {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -411,6 +414,23 @@ impl TestDaemon {
                 });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether the daemon at `socket` answers a gRPC health check (whatever its answer).
+async fn serving(socket: &Path) -> bool {
+    let Ok(channel) = crate::uds_channel(socket).await else {
+        return false;
+    };
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    match health.check(request).await {
+        Ok(_) => true,
+        Err(status) => {
+            status.code() != tonic::Code::Unavailable && status.code() != tonic::Code::Unknown
         }
     }
 }

@@ -45,6 +45,18 @@ pub enum Peer {
     Go,
     /// sigstore's `timestamp-server` v2.1.3, the RFC 3161 TSA (`KEYWARD_TEST_TSA`).
     Tsa,
+    /// A Python with grpcio and grpcio-tools (`KEYWARD_TEST_PYTHON`, else the keyward venv).
+    PythonGrpcTools,
+    /// The grpc-go client of tests/clients/go (`KEYWARD_TEST_GRPC_GO_CLIENT`).
+    GrpcGoClient,
+    /// `grpcurl` v1.9.1 (`KEYWARD_TEST_GRPCURL`).
+    Grpcurl,
+    /// `node` and a `node_modules` with @grpc/grpc-js and @grpc/proto-loader
+    /// (`KEYWARD_TEST_NODE_MODULES`); the path is the `node_modules` directory.
+    GrpcJs,
+    /// `java` and the grpc-java client of tests/clients/java; the path is the file holding its
+    /// class path (`KEYWARD_TEST_GRPC_JAVA_CLASSPATH`).
+    GrpcJava,
 }
 
 /// The file name of [`Peer::KeywarddPkcs11InProcess`].
@@ -140,6 +152,43 @@ impl Peer {
                     ))
                 }
             }
+            Peer::PythonGrpcTools => {
+                let python = from_env_or(crate::plugins::PYTHON_ENV, || {
+                    Some(home().join(".cache/keyward/venv/bin/python3")).filter(|p| p.is_file())
+                })
+                .ok_or_else(|| "no Python venv with grpcio".to_string())?;
+                let tools = std::process::Command::new(&python)
+                    .args(["-c", "import grpc, grpc_tools"])
+                    .output()
+                    .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+                if !tools.status.success() {
+                    return Err(format!(
+                        "grpcio or grpcio-tools is not installed in {}",
+                        python.display()
+                    ));
+                }
+                Ok(python)
+            }
+            Peer::GrpcGoClient => {
+                cached_bin("KEYWARD_TEST_GRPC_GO_CLIENT", "keyward-grpc-go-client")
+            }
+            Peer::Grpcurl => cached_bin("KEYWARD_TEST_GRPCURL", "grpcurl"),
+            Peer::GrpcJs => {
+                on_path("node").ok_or_else(|| "node is not on PATH".to_string())?;
+                from_env_or("KEYWARD_TEST_NODE_MODULES", || {
+                    Some(home().join(".cache/keyward/clients/node/node_modules"))
+                        .filter(|p| p.join("@grpc/grpc-js").is_dir())
+                })
+                .ok_or_else(|| "@grpc/grpc-js is not installed".to_string())
+            }
+            Peer::GrpcJava => {
+                on_path("java").ok_or_else(|| "java is not on PATH".to_string())?;
+                from_env_or("KEYWARD_TEST_GRPC_JAVA_CLASSPATH", || {
+                    Some(home().join(".cache/keyward/clients/java/run-classpath.txt"))
+                        .filter(|p| p.is_file())
+                })
+                .ok_or_else(|| "the grpc-java client is not built".to_string())
+            }
             Peer::Tsa => from_env_or("KEYWARD_TEST_TSA", || {
                 Some(home().join(".cache/keyward/bin/timestamp-server")).filter(|p| p.is_file())
             })
@@ -185,6 +234,14 @@ impl Peer {
                  KEYWARD_TEST_COSIGN"
             }
             Peer::Go => "`scripts/test go` needs Go 1.24 or newer on PATH",
+            Peer::PythonGrpcTools
+            | Peer::GrpcGoClient
+            | Peer::Grpcurl
+            | Peer::GrpcJs
+            | Peer::GrpcJava => {
+                "`scripts/test clients` installs and builds the gRPC clients (see \
+                 install_grpc_clients in scripts/lib.sh)"
+            }
             Peer::Tsa => {
                 "`scripts/test timestamp` builds timestamp-server v2.1.3 from the Go module proxy \
                  and sets KEYWARD_TEST_TSA"
@@ -224,6 +281,14 @@ pub fn skips_allowed() -> bool {
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     let no_skip = std::env::var("KEYWARD_NO_SKIP").is_ok_and(|v| !v.is_empty() && v != "0");
     !(ci || no_skip)
+}
+
+/// A program `scripts/test` builds into `~/.cache/keyward/bin` (or names in `var`).
+fn cached_bin(var: &str, name: &str) -> Result<PathBuf, String> {
+    from_env_or(var, || {
+        Some(home().join(".cache/keyward/bin").join(name)).filter(|p| p.is_file())
+    })
+    .ok_or_else(|| format!("{name} is not installed"))
 }
 
 /// `$HOME`, where `scripts/test` caches the peers it builds.

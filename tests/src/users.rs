@@ -40,7 +40,14 @@ impl CliCopy {
             .expect("temp dir");
         set_mode(dir.path(), 0o755);
         let path = dir.path().join(name);
-        std::fs::copy(binary(name), &path).expect("copy the binary");
+        // A hard link, not a copy: a copy is a file open for writing, and a thread of this test
+        // process that forks meanwhile (any Command::spawn) keeps that descriptor open in its
+        // child until it execs, so running the copy fails with ETXTBSY ("Text file busy"). A
+        // link never opens the file. Across file systems there is no link, only the copy.
+        let source = binary(name);
+        if std::fs::hard_link(&source, &path).is_err() {
+            std::fs::copy(&source, &path).expect("copy the binary");
+        }
         set_mode(&path, 0o755);
         let path = path.canonicalize().expect("canonical path of the copy");
         CliCopy { _dir: dir, path }

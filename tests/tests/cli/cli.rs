@@ -6,7 +6,7 @@ use std::process::Command;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use keyward_sdk::KeySpec;
-use keyward_tests::cli::{KEYS, assert_cli_error, assert_ok, path, setup};
+use keyward_tests::cli::{KEYS, assert_cli_error, assert_cli_exit, assert_ok, exit, path, setup};
 use keyward_tests::conformance::expected_algorithms;
 use keyward_tests::{
     COMMAND_TIMEOUT, binary, openssl, run_cli, run_cli_at, run_with_timeout, stderr_text,
@@ -81,7 +81,7 @@ async fn generate_and_list() {
     );
     assert_eq!(
         bad_type.status.code(),
-        Some(2),
+        Some(exit::ERROR),
         "unknown key type: {}",
         stderr_text(&bad_type)
     );
@@ -176,9 +176,14 @@ async fn error_exits() {
     let m = path(&msg);
     let nowhere = work.path().join("nobody-listens.sock");
     let out = run_cli_at(&nowhere, ["keys", "list"], None);
-    assert_cli_error(&out, "daemon not running", &["keywardd"]);
+    assert_cli_exit(&out, exit::NO_AGENT, "daemon not running", &["keywardd"]);
     let out = run_cli_at(&nowhere, ["sign", "--key", "cli-ec", "--input", m], None);
-    assert_cli_error(&out, "daemon not running (sign)", &["keywardd"]);
+    assert_cli_exit(
+        &out,
+        exit::NO_AGENT,
+        "daemon not running (sign)",
+        &["keywardd"],
+    );
 
     let missing = work.path().join("no-such-file");
     let bad_hex = "zz".repeat(32);

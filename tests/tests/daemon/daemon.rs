@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use keyward_sdk::{KeySpec, SignOptions};
+use keyward_tests::users::CliCopy;
 use keyward_tests::wait;
 use keyward_tests::{
     COMMAND_TIMEOUT, DaemonBuilder, TestDaemon, binary, mode_of, random_bytes, run_with_timeout,
@@ -20,29 +21,10 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 const NOBODY: u32 = 65534;
 const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Runs a copy of the `keyward` CLI as `nobody` against `socket`. The copy lives in a 0755
-/// directory because the build directory is private to root.
+/// Runs a copy of the `keyward` CLI as `nobody` against `socket` (the build directory is
+/// private to root, so the copy lives in a 0755 directory: [`CliCopy`]).
 fn cli_as_nobody(socket: &Path, args: &[&str]) -> Output {
-    let bin_dir = tempfile::tempdir().expect("temp dir");
-    set_mode(bin_dir.path(), 0o755);
-    let copy = bin_dir.path().join("keyward");
-    fs::copy(binary("keyward"), &copy).expect("copy the CLI");
-    set_mode(&copy, 0o755);
-    let mut command = Command::new("setpriv");
-    command
-        .args([
-            format!("--reuid={NOBODY}"),
-            format!("--regid={NOBODY}"),
-            "--clear-groups".to_string(),
-        ])
-        .arg(&copy)
-        .arg("--socket")
-        .arg(socket)
-        .args(args)
-        .env_remove("KEYWARD_SOCK")
-        .env("HOME", "/nonexistent")
-        .env("RUST_BACKTRACE", "1");
-    run_with_timeout(command, None, COMMAND_TIMEOUT)
+    CliCopy::new().run_as(NOBODY, NOBODY, socket, args)
 }
 
 /// The CLI ran (as opposed to `setpriv` failing to start it) and did not panic.

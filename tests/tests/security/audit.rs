@@ -116,7 +116,12 @@ async fn every_decision_is_a_chained_record_the_sdk_verifies() {
         daemon.socket(),
         &["sign", "--key", "release", "--digest", &digest_hex],
     );
-    assert_eq!(output.status.code(), Some(2), "{}", stderr_text(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(keyward_tests::cli::exit::REFUSED),
+        "{}",
+        stderr_text(&output)
+    );
     let missing = client.sign_digest("missing", &digest, &options).await;
     assert_eq!(missing.unwrap_err().code(), Some(Code::NotFound));
     let short = client.sign_digest("gen", &digest[..16], &options).await;
@@ -147,7 +152,12 @@ async fn every_decision_is_a_chained_record_the_sdk_verifies() {
             "x",
         ],
     );
-    assert_eq!(output.status.code(), Some(2), "{}", stderr_text(&output));
+    assert_eq!(
+        output.status.code(),
+        Some(keyward_tests::cli::exit::REFUSED),
+        "{}",
+        stderr_text(&output)
+    );
     drop(client);
     assert!(daemon.terminate().await.success());
 

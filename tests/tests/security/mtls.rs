@@ -120,6 +120,24 @@ fn denied(result: Result<Signature, keyward_sdk::Error>) -> String {
     }
 }
 
+/// A URI SAN is any string: one spelled like another kind of identity (`CN=build-bot`,
+/// `DNS:...`) must not satisfy a rule for that kind. It is known as `URI:<uri>`.
+#[tokio::test]
+async fn a_uri_san_never_passes_for_a_cn_or_dns_identity() {
+    let setup = setup().await;
+    let ca = setup.ca.cert_pem();
+    let mimic = setup.ca.issue(
+        "outsider",
+        Usage::Client,
+        &["URI:CN=build-bot", "URI:DNS:build-bot.example"],
+        None,
+    );
+    assert_eq!(
+        denied(remote_sign(&setup, &mimic, &ca, "bot").await),
+        "policy of key \"bot\": mTLS identity \"CN=outsider\" (also \"URI:CN=build-bot\", \"URI:DNS:build-bot.example\") is not in mtls_identities [\"CN=build-bot\"]"
+    );
+}
+
 /// A raw gRPC call (ListKeys) over a channel from `endpoint`; `Err` when anything fails.
 async fn raw_list(endpoint: Endpoint) -> Result<usize, String> {
     let work = async {
@@ -324,7 +342,7 @@ async fn the_cli_reaches_a_remote_agent() {
     assert!(!stdout_text(&output).trim().is_empty());
 
     let output = run_with_timeout(run(&["pubkey", "ci"]), None, COMMAND_TIMEOUT);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(keyward_tests::cli::exit::ERROR));
     assert!(
         stderr_text(&output).contains("give --tls-ca (or KEYWARD_TLS_CA) too"),
         "{}",
@@ -333,7 +351,7 @@ async fn the_cli_reaches_a_remote_agent() {
     let mut command = cli_command(Path::new(&setup.url.replace("https://", "http://")));
     command.args(["keys", "list"]);
     let output = run_with_timeout(command, None, COMMAND_TIMEOUT);
-    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(output.status.code(), Some(keyward_tests::cli::exit::ERROR));
     assert!(
         stderr_text(&output).contains("accepts TCP connections only with mutual TLS"),
         "{}",

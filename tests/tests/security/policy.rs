@@ -61,7 +61,11 @@ fn assert_signed(output: &Output, what: &str) {
 
 fn assert_refused(output: &Output, what: &str, message: &str) {
     let stderr = stderr_text(output);
-    assert_eq!(output.status.code(), Some(2), "{what}: {stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(keyward_tests::cli::exit::REFUSED),
+        "{what}: {stderr}"
+    );
     assert!(
         stderr.contains(message),
         "{what}: the error does not say {message:?}:\n{stderr}"

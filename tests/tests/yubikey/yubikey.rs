@@ -16,7 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use keyward_sdk::{Client, KeySpec, SignOptions};
-use keyward_tests::cli::{assert_cli_error, assert_ok};
+use keyward_tests::cli::{assert_cli_error, assert_cli_exit, assert_ok, exit};
 use keyward_tests::conformance::check_key;
 use keyward_tests::virtual_piv::{BACKEND, PIN, VirtualPiv};
 use keyward_tests::{
@@ -555,8 +555,10 @@ async fn virtual_card_unlock_with_ttl() {
         ["yubikey", "unlock", "--backend", BACKEND],
         b"654321\n",
     );
-    assert_cli_error(
+    // The card refused: PERMISSION_DENIED, the CLI's "refused" exit status.
+    assert_cli_exit(
         &out,
+        exit::REFUSED,
         "unlock with a wrong PIN",
         &["rejected the PIN", "retries left"],
     );
