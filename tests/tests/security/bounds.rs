@@ -131,7 +131,7 @@ async fn oversized_fields_are_refused_before_they_are_stored_or_logged() {
     let status = admin
         .unlock_backend(v1::UnlockBackendRequest {
             backend: "local".into(),
-            pin: "9".repeat(1000),
+            pin: "9".repeat(1000).into(),
             ttl_seconds: 0,
         })
         .await
@@ -251,7 +251,7 @@ async fn caller_strings_cannot_forge_a_log_line() {
         .generate_key(v1::GenerateKeyRequest {
             backend: forged.clone(),
             key_id: forged.clone(),
-            key_spec: v1::KeySpec::EcP256 as i32,
+            key_spec: KeySpec::EcP256 as i32,
             options: [(forged.clone(), forged.clone())].into(),
         })
         .await
@@ -262,7 +262,7 @@ async fn caller_strings_cannot_forge_a_log_line() {
         .generate_key(v1::GenerateKeyRequest {
             backend: "local".into(),
             key_id: forged.clone(),
-            key_spec: v1::KeySpec::EcP256 as i32,
+            key_spec: KeySpec::EcP256 as i32,
             options: Default::default(),
         })
         .await

@@ -133,9 +133,10 @@ async fn executables_are_hashed_once_within_a_cap_and_never_before_the_uid_rule(
             std::thread::spawn(move || sign_with(&huge, &socket, "huge", QUICK))
         })
         .collect();
+    let options = SignOptions::default();
     for n in 0..20 {
         let digest = Sha256::digest(format!("plain {n}"));
-        let call = client.sign_digest("plain", &digest, &SignOptions::default());
+        let call = client.sign_digest("plain", &digest, &options);
         tokio::time::timeout(Duration::from_secs(2), call)
             .await
             .unwrap_or_else(|_| panic!("signature {n} took over 2 s"))
