@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use crate::ratelimit::Rate;
 use crate::shown::quoted;
+use crate::transport::authority::MAX_HEADER_LIST;
 
 /// Longest key id a request may name. No key id is longer than 257 bytes (a backend name and a
 /// key name of 128 bytes each, and the `/`); anything longer is refused unread.
@@ -210,7 +211,7 @@ impl Limits {
         }
         if let Some(v) = raw.max_header_list_bytes {
             limits.max_header_list_bytes =
-                within("max_header_list_bytes", v, 1024, 1 << 20)? as u32;
+                within("max_header_list_bytes", v, 1024, MAX_HEADER_LIST as u64)? as u32;
         }
         // HTTP/2 windows: at least the protocol's initial 65535, at most 2^31 - 1.
         if let Some(v) = raw.stream_window_bytes {

@@ -12,7 +12,6 @@ use keyward_proto::v1::key_admin_server::KeyAdminServer;
 use keyward_proto::v1::signer_server::SignerServer;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tonic::transport::Server;
 use tower::Layer;
 
 use crate::audit::Auditor;
@@ -281,7 +280,7 @@ impl Daemon {
                 let incoming = tokio::net::TcpListener::bind(tls.listen)
                     .await
                     .map_err(|e| format!("[tls] cannot listen on {}: {e}", tls.listen))?;
-                let server = Server::builder()
+                let server = transport::server(&self.config.limits)
                     .tls_config(tls.server_config()?)
                     .map_err(|e| {
                         format!("[tls] the certificate, key or client_ca is unusable: {e}")
@@ -296,13 +295,14 @@ impl Daemon {
                 Some(server)
             }
         };
-        let local = Server::builder()
+        let admission = transport::Admission::new((&self.config.limits).into());
+        let local = transport::server(&self.config.limits)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(signer.clone())
             .add_service(admin.clone())
             .serve_with_incoming_shutdown(
-                transport::unix_incoming(listener),
+                transport::unix_incoming(listener, admission),
                 stopped(stop_rx.clone()),
             );
         let servers = async {

@@ -146,7 +146,9 @@ fn explain_too_large(response: http::Response<Body>) -> http::Response<Body> {
         return response;
     };
     if status.code() != tonic::Code::OutOfRange
-        || !status.message().contains("decoded message length too large")
+        || !status
+            .message()
+            .contains("decoded message length too large")
     {
         return response;
     }
