@@ -49,7 +49,11 @@ fn assert_refusal(status: &tonic::Status, code: Code, needles: &[&str]) {
     for needle in needles {
         assert!(message.contains(needle), "{needle:?} not in: {message}");
     }
-    assert!(message.len() < 5000, "{} bytes: {message:.300}", message.len());
+    assert!(
+        message.len() < 5000,
+        "{} bytes: {message:.300}",
+        message.len()
+    );
     assert!(!message.contains('\n'), "{message}");
 }
 
@@ -77,7 +81,11 @@ async fn oversized_fields_are_refused_before_they_are_stored_or_logged() {
         assert_refusal(
             &status,
             Code::InvalidArgument,
-            &["larger than the", "max_message_bytes", "sign a digest instead"],
+            &[
+                "larger than the",
+                "max_message_bytes",
+                "sign a digest instead",
+            ],
         );
     }
     // Under the decoder's limit but over a field's bound: refused with the value cut and its
@@ -104,7 +112,11 @@ async fn oversized_fields_are_refused_before_they_are_stored_or_logged() {
     assert_refusal(
         &status,
         Code::InvalidArgument,
-        &["key \"small\"", "the purpose", "is 10000 bytes long; it may be at most 256 bytes"],
+        &[
+            "key \"small\"",
+            "the purpose",
+            "is 10000 bytes long; it may be at most 256 bytes",
+        ],
     );
     let status = raw
         .sign(sign_request(
@@ -117,7 +129,10 @@ async fn oversized_fields_are_refused_before_they_are_stored_or_logged() {
     assert_refusal(
         &status,
         Code::InvalidArgument,
-        &["the digest is 65 bytes long", "send the digest, not the data"],
+        &[
+            "the digest is 65 bytes long",
+            "send the digest, not the data",
+        ],
     );
     let mut admin = KeyAdminClient::new(uds_channel(daemon.socket()).await.expect("channel"));
     let status = admin
@@ -154,7 +169,11 @@ async fn oversized_fields_are_refused_before_they_are_stored_or_logged() {
         "the cut key id is recorded with its hash:\n{audit}"
     );
     let log = daemon.log();
-    assert!(log.len() < 1 << 20, "the daemon log grew to {} bytes", log.len());
+    assert!(
+        log.len() < 1 << 20,
+        "the daemon log grew to {} bytes",
+        log.len()
+    );
     assert!(!log.contains(&"k".repeat(1000)) && !log.contains(&"p".repeat(1000)));
     // The daemon still serves.
     client
@@ -242,10 +261,11 @@ async fn caller_strings_cannot_forge_a_log_line() {
         .generate_key("local", "real", KeySpec::EcP256)
         .await
         .expect("generate");
-    let status = raw
-        .sign(sign_request("real", &forged, digest()))
-        .await;
-    assert!(status.is_ok(), "a purpose with a newline may be signed: {status:?}");
+    let status = raw.sign(sign_request("real", &forged, digest())).await;
+    assert!(
+        status.is_ok(),
+        "a purpose with a newline may be signed: {status:?}"
+    );
     let mut admin = KeyAdminClient::new(uds_channel(daemon.socket()).await.expect("channel"));
     let refused = admin
         .generate_key(v1::GenerateKeyRequest {
@@ -285,13 +305,21 @@ async fn caller_strings_cannot_forge_a_log_line() {
             "a caller forged a line of the daemon's log:\n{line}"
         );
     }
-    assert!(!log.contains('\u{1b}'), "a terminal control sequence reached the log");
     assert!(
-        !log.lines().any(|l| l.starts_with('\r') || l.contains("\r\u{1b}")),
+        !log.contains('\u{1b}'),
+        "a terminal control sequence reached the log"
+    );
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with('\r') || l.contains("\r\u{1b}")),
         "{log}"
     );
     // The audit log is JSON: the values are escaped there, and cut to their bound.
     let audit = audit_log(&daemon);
-    assert!(audit.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+    assert!(
+        audit
+            .lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok())
+    );
     assert!(!audit.lines().any(|l| l.starts_with("2030")));
 }

@@ -61,7 +61,9 @@ fn sign_with(program: &Path, socket: &Path, key: &str, limit: Duration) -> Outpu
 async fn executables_are_hashed_once_within_a_cap_and_never_before_the_uid_rule() {
     let cli = CliCopy::new();
     let normal = cli.path().to_path_buf();
-    let normal_hash = hex::encode(Sha256::digest(std::fs::read(&normal).expect("read the CLI")));
+    let normal_hash = hex::encode(Sha256::digest(
+        std::fs::read(&normal).expect("read the CLI"),
+    ));
     // The same program, followed by 16 GiB of nothing: a sparse file the size of which alone
     // tells that it must not be read.
     let huge = normal.with_file_name("keyward-huge");
@@ -80,9 +82,21 @@ async fn executables_are_hashed_once_within_a_cap_and_never_before_the_uid_rule(
     let dir = builder.dir().to_path_buf();
     let audit = dir.join("audit.log");
     let mut keys = String::new();
-    keys.push_str(&key_toml(&dir, "normal", &format!("uids = [{me}]\n{}", pinned(&normal, &normal_hash))));
-    keys.push_str(&key_toml(&dir, "huge", &format!("uids = [{me}]\n{}", pinned(&huge, &"0".repeat(64)))));
-    keys.push_str(&key_toml(&dir, "other-uid", &format!("uids = [{}]\n{}", me + 4242, pinned(&huge, &"0".repeat(64)))));
+    keys.push_str(&key_toml(
+        &dir,
+        "normal",
+        &format!("uids = [{me}]\n{}", pinned(&normal, &normal_hash)),
+    ));
+    keys.push_str(&key_toml(
+        &dir,
+        "huge",
+        &format!("uids = [{me}]\n{}", pinned(&huge, &"0".repeat(64))),
+    ));
+    keys.push_str(&key_toml(
+        &dir,
+        "other-uid",
+        &format!("uids = [{}]\n{}", me + 4242, pinned(&huge, &"0".repeat(64))),
+    ));
     keys.push_str(&key_toml(&dir, "plain", ""));
     let daemon = builder
         .top_level(&format!(
@@ -98,7 +112,9 @@ async fn executables_are_hashed_once_within_a_cap_and_never_before_the_uid_rule(
     let signers: Vec<_> = (0..8)
         .map(|_| {
             let (normal, socket) = (normal.clone(), socket.clone());
-            std::thread::spawn(move || sign_with(&normal, &socket, "normal", Duration::from_secs(120)))
+            std::thread::spawn(move || {
+                sign_with(&normal, &socket, "normal", Duration::from_secs(120))
+            })
         })
         .collect();
     for signer in signers {
@@ -155,7 +171,10 @@ async fn executables_are_hashed_once_within_a_cap_and_never_before_the_uid_rule(
     assert_eq!(log_lines(&daemon, &[HASHING]).len(), 1, "{}", daemon.log());
     let records = std::fs::read_to_string(&audit).expect("audit log");
     assert_eq!(
-        records.lines().filter(|l| l.contains("\"key\":\"plain\"")).count(),
+        records
+            .lines()
+            .filter(|l| l.contains("\"key\":\"plain\""))
+            .count(),
         40,
         "every signature of plain has its attempt and ok records"
     );

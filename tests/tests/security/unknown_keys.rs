@@ -25,7 +25,9 @@ async fn a_flood_of_unknown_ids_does_not_reach_the_backend() {
         &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
     );
     let daemon = builder
-        .top_level("[limits]\nunknown_key_seconds = 300\nkey_lookups = { per_second = 2, burst = 5 }\n")
+        .top_level(
+            "[limits]\nunknown_key_seconds = 300\nkey_lookups = { per_second = 2, burst = 5 }\n",
+        )
         .start()
         .await;
     let client = daemon.client().await;
@@ -78,14 +80,22 @@ async fn a_flood_of_unknown_ids_does_not_reach_the_backend() {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let allowed = 5 + (2.0 * elapsed).ceil() as usize + 1;
-    assert!(exhausted > 0, "no look-up was refused: {} not found", not_found.len());
+    assert!(
+        exhausted > 0,
+        "no look-up was refused: {} not found",
+        not_found.len()
+    );
     assert!(
         not_found.len() <= allowed,
         "{} look-ups reached the backend in {elapsed:.1}s (at most {allowed})",
         not_found.len()
     );
     let asked = log_lines(&daemon, &[ASKING]).len() - asked_before;
-    assert_eq!(asked, not_found.len(), "one backend question per answered id");
+    assert_eq!(
+        asked,
+        not_found.len(),
+        "one backend question per answered id"
+    );
 
     // An id found unknown is answered from memory, without asking again.
     let unknown = not_found.first().expect("some ids got an answer").clone();
