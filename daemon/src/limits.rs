@@ -225,6 +225,21 @@ impl Limits {
         Ok(limits)
     }
 
+    /// Sets the connection settings (those the transport reads at start: connections, streams,
+    /// timeouts, header list, windows) to `running`'s; `true` when that changed anything.
+    pub fn keep_connection_settings(&mut self, running: &Limits) -> bool {
+        let before = self.clone();
+        self.max_connections = running.max_connections;
+        self.max_connections_per_uid = running.max_connections_per_uid;
+        self.max_concurrent_streams = running.max_concurrent_streams;
+        self.idle_timeout = running.idle_timeout;
+        self.header_timeout = running.header_timeout;
+        self.max_header_list_bytes = running.max_header_list_bytes;
+        self.stream_window_bytes = running.stream_window_bytes;
+        self.connection_window_bytes = running.connection_window_bytes;
+        *self != before
+    }
+
     /// The longest message the key named `key_id` (as the request spells it) may sign: its
     /// `[[key]] max_message_bytes`, else `[limits] max_message_bytes`.
     pub fn message_cap(&self, key_id: &str) -> usize {
