@@ -245,8 +245,10 @@ impl LowkeyVault {
 /// and the JSON answer (`Null` when it is not JSON).
 fn curl(ca_file: &Path, method: &str, url: &str, body: Option<&Value>) -> (u16, Value) {
     let mut command = Command::new("curl");
+    // A deadline, not an assertion: the emulator makes RSA keys in Java, which took over 30 s
+    // on a 2-core machine under a load of 15.
     command
-        .args(["-sS", "--max-time", "30", "-X", method, "--cacert"])
+        .args(["-sS", "--max-time", "120", "-X", method, "--cacert"])
         .arg(ca_file)
         .args([
             "-H",

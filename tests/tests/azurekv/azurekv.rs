@@ -154,7 +154,9 @@ async fn every_key_type_conforms() {
     ] {
         made.push((name, vault.create_key(name, body)));
     }
-    let daemon = daemon(&vault, "", "").await;
+    // The emulator makes an RSA-4096 key in Java: seconds alone, far more on a busy machine,
+    // so the plugin gets a generous deadline here (the deadline itself is tested elsewhere).
+    let daemon = daemon(&vault, "timeout = 180", "").await;
     let client = daemon.client().await;
 
     // Through the SDK, and through the CLI.
