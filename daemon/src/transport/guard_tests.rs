@@ -11,6 +11,7 @@ const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
 /// A PING frame (8 bytes of opaque data).
 const PING: &[u8] = &[0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8];
+const PINGS: usize = 50;
 
 fn limits(header: Duration, idle: Duration) -> ConnectionLimits {
     ConnectionLimits {
@@ -98,14 +99,14 @@ async fn a_header_block_left_unfinished_is_closed_after_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_connection_is_closed_but_an_active_one_is_not() {
-    let idle = Duration::from_secs(1);
+    let idle = Duration::from_secs(2);
     let (mut client, mut server) = guarded(limits(Duration::from_secs(600), idle));
     let mut sent = PREFACE.to_vec();
     sent.extend_from_slice(SETTINGS);
     client.write_all(&sent).await.unwrap();
-    // Three idle timeouts' worth of activity, a PING every 100 ms.
+    // Two and a half idle timeouts' worth of activity, a PING every 100 ms.
     let pinger = tokio::spawn(async move {
-        for _ in 0..30 {
+        for _ in 0..PINGS {
             client.write_all(PING).await.unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -114,7 +115,7 @@ async fn an_idle_connection_is_closed_but_an_active_one_is_not() {
     let started = Instant::now();
     let mut received = 0;
     let mut buf = [0u8; 256];
-    while received < sent.len() + 30 * PING.len() {
+    while received < sent.len() + PINGS * PING.len() {
         received += server
             .read(&mut buf)
             .await

@@ -2,7 +2,7 @@
 //! client signs: sixteen 40 MB Sign requests (the scenario, sent through a real HTTP/2
 //! client that honours flow control), 150 requests on one connection that never send their
 //! body, a header block never finished, and more connections than a uid may hold. Every normal
-//! signature must come within 2 s, the daemon's resident memory must stay bounded (read from
+//! signature must come within 5 s, the daemon's resident memory must stay bounded (read from
 //! /proc, not timed), and each abuse must meet its limit.
 
 use std::sync::Arc;
@@ -24,6 +24,9 @@ const SETTINGS: u8 = 0x4;
 const END_HEADERS: u8 = 0x4;
 const ACK: u8 = 0x1;
 const REFUSED_STREAM: u32 = 0x7;
+/// How long one normal signature may take at most: generous for a loaded machine, far below
+/// what a daemon stuck behind the abuse would take.
+const NORMAL_DEADLINE: Duration = Duration::from_secs(5);
 /// The test's `max_connections_per_uid`.
 const PER_UID: usize = 40;
 
@@ -312,17 +315,17 @@ async fn an_abusive_client_neither_slows_a_normal_one_nor_grows_the_daemon() {
         outcome
     };
     let normal = async {
-        // The normal client signs throughout the abuse, each signature within 2 s.
+        // The normal client signs throughout the abuse, each signature within the deadline.
         let mut n = 0;
         while n < 40 || !abuse_over.load(Ordering::Relaxed) {
             n += 1;
             let digest = Sha256::digest(format!("normal {n}"));
             tokio::time::timeout(
-                Duration::from_secs(2),
+                NORMAL_DEADLINE,
                 client.sign_digest("normal", &digest, &options),
             )
             .await
-            .unwrap_or_else(|_| panic!("normal signature {n} took over 2 s"))
+            .unwrap_or_else(|_| panic!("normal signature {n} took over {NORMAL_DEADLINE:?}"))
             .expect("the normal client signs");
         }
         eprintln!("{n} normal signatures during the abuse");
