@@ -29,7 +29,8 @@ apt_install() {
 # Build dependencies of the workspace (OpenSSL headers for the openssl crate, a C toolchain).
 # libpcsclite-dev: the yubikey backend (PC/SC) links libpcsclite.
 # libclang-dev, nettle-dev: sequoia-openpgp's Nettle backend (feature `pgp`, on by default).
-BUILD_PACKAGES=(build-essential pkg-config libssl-dev openssl ca-certificates libpcsclite-dev libclang-dev nettle-dev)
+# libtss2-dev: the tpm backend (tss-esapi links the TSS 2.0 ESAPI and TCTI loader).
+BUILD_PACKAGES=(build-essential pkg-config libssl-dev openssl ca-certificates libpcsclite-dev libclang-dev nettle-dev libtss2-dev)
 
 need_cargo() {
   command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) first"

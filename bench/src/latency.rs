@@ -43,7 +43,14 @@ pub async fn run(args: LatencyArgs) -> Result<()> {
     }
     let (mut daemon, client, backend) = if args.spawn {
         eprintln!("starting a private keywardd...");
-        let (daemon, client) = PrivateDaemon::start(&args.isolation).await?;
+        // With --keyward-ssh its ssh-agent socket offers the benchmark keys (each offered
+        // once it is generated).
+        let ssh_keys: Vec<String> = if args.keyward_ssh {
+            args.keys.iter().map(|spec| spawned_key_id(*spec)).collect()
+        } else {
+            Vec::new()
+        };
+        let (daemon, client) = PrivateDaemon::start_local(&args.isolation, &ssh_keys).await?;
         (Some(daemon), client, "local".to_string())
     } else {
         let socket = args
@@ -66,11 +73,12 @@ pub async fn run(args: LatencyArgs) -> Result<()> {
     let mut rows = Vec::new();
     for &spec in &args.keys {
         let key_id = if args.spawn {
-            format!("bench-{}", spec.name())
+            spawned_key_id(spec)
         } else {
             format!("bench-{}-{}", spec.name(), std::process::id())
         };
-        rows.extend(bench_key(&client, &args, &backend, pid, &key_id, spec).await?);
+        let keyward_ssh = daemon.as_ref().and_then(PrivateDaemon::ssh_socket);
+        rows.extend(bench_key(&client, &args, &backend, pid, &key_id, spec, keyward_ssh).await?);
     }
     if let Some(daemon) = daemon.as_mut() {
         daemon.stop();
@@ -97,8 +105,13 @@ pub async fn run(args: LatencyArgs) -> Result<()> {
     report::print(&report, args.json, args.json_out.as_ref())
 }
 
-/// Measures one key type: through the agent with each client count, in-process, and
-/// through the baseline agents asked for.
+/// The benchmark key of `spec` in a spawned daemon.
+fn spawned_key_id(spec: KeySpec) -> String {
+    format!("bench-{}", spec.name())
+}
+
+/// Measures one key type: through the agent with each client count, in-process, through
+/// keywardd's ssh-agent socket when it has one, and through the baseline agents asked for.
 async fn bench_key(
     client: &Client,
     args: &LatencyArgs,
@@ -106,6 +119,7 @@ async fn bench_key(
     pid: Option<u32>,
     key_id: &str,
     spec: KeySpec,
+    keyward_ssh: Option<&std::path::Path>,
 ) -> Result<Vec<Row>> {
     let key = client
         .generate_key(backend, key_id, spec)
@@ -196,7 +210,10 @@ async fn bench_key(
                 budget.describe()
             );
             let watch = Watch::start(ssh.pid());
-            let summary = ssh.measure(&message, budget, clients, args.warmup).await?;
+            let summary = ssh
+                .key()
+                .measure(&message, budget, clients, args.warmup)
+                .await?;
             let usage = watch.and_then(|w| w.finish(summary.count));
             rows.push(row(
                 Path::SshAgent,
@@ -204,6 +221,33 @@ async fn bench_key(
                     "OpenSSH ssh-agent (rsa-sha2-256, PKCS#1 v1.5)"
                 } else {
                     "OpenSSH ssh-agent"
+                },
+                clients,
+                summary,
+                Some(summary.p50_us - floor.p50_us),
+                usage,
+            ));
+        }
+    }
+    if let Some(socket) = keyward_ssh {
+        // keywardd's own ssh-agent socket, the same requests as to OpenSSH's ssh-agent.
+        let key = crate::sshagent::AgentKey::listed(socket, key_id, spec).await?;
+        let message: Vec<u8> = (0u8..64).collect();
+        for &clients in &args.clients {
+            eprintln!(
+                "{}: {} through keywardd's ssh-agent socket, {clients} client(s)...",
+                spec.name(),
+                budget.describe()
+            );
+            let watch = pid.and_then(Watch::start);
+            let summary = key.measure(&message, budget, clients, args.warmup).await?;
+            let usage = watch.and_then(|w| w.finish(summary.count));
+            rows.push(row(
+                Path::KeywardSsh,
+                if spec.name().starts_with("rsa") {
+                    "keyward local, ssh-agent socket (rsa-sha2-256, PKCS#1 v1.5)"
+                } else {
+                    "keyward local, ssh-agent socket"
                 },
                 clients,
                 summary,

@@ -4,8 +4,11 @@
 //!
 //! ```text
 //! keyward-bench latency --spawn --keys ec-p256,ed25519 --count 20000 --clients 1,16 --ssh-agent --gpg-agent
+//! keyward-bench latency --spawn --keys ed25519 --clients 16 --ssh-agent --keyward-ssh   # both ssh-agents
 //! keyward-bench pkcs11                 # SoftHSM2: keyward vs cryptoki directly
 //! keyward-bench cloud                  # local-kms and OpenBao: keyward vs their own clients
+//! keyward-bench tpm                    # a private swtpm: keyward vs tss-esapi directly
+//! keyward-bench parsec --socket S      # a running Parsec: keyward vs parsec-client directly
 //! keyward-bench startup                # spawn to ready, idle RSS
 //! keyward-bench targets a.json b.json  # the targets of the speed issue, met or missed
 //! keyward-bench chart --input DIR --output docs/bench   # PNG charts from the JSON documents
@@ -13,7 +16,8 @@
 //!
 //! [`drive`] runs N concurrent clients for a count or a time, [`resources`] reads the serving
 //! process's CPU time and memory from /proc, [`floor`] computes the in-process signatures,
-//! [`spawn`] starts a private `keywardd`, [`sshagent`] and [`gpgagent`] are the baselines,
+//! [`spawn`] starts a private `keywardd`, [`sshagent`] and [`gpgagent`] are the baselines
+//! ([`sshagent`] also drives keywardd's own ssh-agent socket),
 //! [`stats`] turns latencies into percentiles, [`report`] prints them and [`chart`] draws the
 //! JSON documents as PNG charts.
 
@@ -23,6 +27,7 @@ mod drive;
 mod floor;
 mod gpgagent;
 mod latency;
+mod parsec;
 mod pkcs11;
 mod report;
 mod resources;
@@ -31,6 +36,7 @@ mod sshagent;
 mod startup;
 mod stats;
 mod targets;
+mod tpm;
 
 use std::path::PathBuf;
 
@@ -54,6 +60,10 @@ enum Command {
     Pkcs11(pkcs11::Pkcs11Args),
     /// Cloud backends on their emulators (local-kms, OpenBao): keyward vs their own clients
     Cloud(cloud::CloudArgs),
+    /// TPM 2.0 (a private swtpm, or --tcti): keyward vs tss-esapi directly
+    Tpm(tpm::TpmArgs),
+    /// A running Parsec service: keyward vs parsec-client directly, per provider
+    Parsec(parsec::ParsecArgs),
     /// keywardd start-up time (spawn to ready) and idle memory, on the embedded default
     Startup(startup::StartupArgs),
     /// The targets of the speed issue, checked against JSON documents from --json-out
@@ -78,6 +88,7 @@ Examples:
   target/release/keyward-bench latency --spawn
   target/release/keyward-bench latency --spawn --keys ec-p256 --clients 1,4,16 --json
   target/release/keyward-bench latency --spawn --keys rsa-2048 --ssh-agent --gpg-agent --duration 5
+  target/release/keyward-bench latency --spawn --keys ed25519 --clients 16 --ssh-agent --keyward-ssh
   keyward-bench latency --socket $XDG_RUNTIME_DIR/keyward/agent.sock --backend local";
 
 /// `keyward-bench latency`
@@ -118,6 +129,10 @@ pub struct LatencyArgs {
     /// connection per client, as ssh clients use)
     #[arg(long)]
     pub ssh_agent: bool,
+    /// With --spawn: also measure keywardd's own ssh-agent socket (`[ssh_agent]` offering the
+    /// benchmark keys), with the same requests as --ssh-agent
+    #[arg(long, requires = "spawn")]
+    pub keyward_ssh: bool,
     /// Also measure GnuPG's gpg-agent (Assuan SIGKEY/SETHASH/PKSIGN, an unprotected key in a
     /// temporary GNUPGHOME) with the same key type and concurrency
     #[arg(long)]
@@ -152,6 +167,8 @@ fn main() {
             Command::Latency(args) => runtime.block_on(latency::run(args)),
             Command::Pkcs11(args) => runtime.block_on(pkcs11::run(args)),
             Command::Cloud(args) => runtime.block_on(cloud::run(args)),
+            Command::Tpm(args) => runtime.block_on(tpm::run(args)),
+            Command::Parsec(args) => runtime.block_on(parsec::run(args)),
             Command::Startup(args) => runtime.block_on(startup::run(args)),
             Command::Targets(args) => targets::run(args),
             Command::Chart(args) => chart::run(args),

@@ -216,7 +216,9 @@ pub async fn run(args: Pkcs11Args) -> Result<()> {
     crate::report::print(&report, args.json, args.json_out.as_ref())
 }
 
-async fn agent_series(
+/// One agent series on `key_id`: `clients` tasks, `count` signatures, after a warm-up; the
+/// server's CPU and memory when `pid` is known. Shared by the tpm and parsec benchmarks.
+pub(crate) async fn agent_series(
     client: &keyward_sdk::Client,
     pid: Option<u32>,
     key_id: &str,

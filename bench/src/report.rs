@@ -19,6 +19,8 @@ pub enum Path {
     InProcess,
     /// Through OpenSSH's ssh-agent (the baseline), one connection per client.
     SshAgent,
+    /// Through keywardd's own ssh-agent socket (`[ssh_agent]`), one connection per client.
+    KeywardSsh,
     /// Through GnuPG's gpg-agent over its Assuan socket, one connection per client.
     GpgAgent,
     /// cryptoki directly on one kept, logged-in session (the PKCS#11 floor).
@@ -27,6 +29,10 @@ pub enum Path {
     Pkcs11SessionPerSign,
     /// A cloud emulator called directly with the SDK / HTTP client keyward's backend uses.
     CloudDirect,
+    /// tss-esapi directly: the key loaded once, TPM2_Sign per signature (the TPM floor).
+    TpmDirect,
+    /// parsec-client directly: psa_sign_hash per signature (the Parsec floor).
+    ParsecDirect,
 }
 
 impl Path {
@@ -36,10 +42,13 @@ impl Path {
             Path::Agent => "agent",
             Path::InProcess => "in-process",
             Path::SshAgent => "ssh-agent",
+            Path::KeywardSsh => "keyward ssh-agent socket",
             Path::GpgAgent => "gpg-agent",
             Path::Pkcs11Direct => "cryptoki, kept session",
             Path::Pkcs11SessionPerSign => "cryptoki, session per signature",
             Path::CloudDirect => "direct",
+            Path::TpmDirect => "tss-esapi, key loaded",
+            Path::ParsecDirect => "parsec-client",
         }
     }
 }

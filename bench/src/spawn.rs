@@ -18,8 +18,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the private daemon serves besides its socket and state.
 #[derive(Clone, Copy, Debug)]
 pub enum Extra<'a> {
-    /// One `local` backend named "local" with this isolation.
-    Local(&'a str),
+    /// One `local` backend named "local" with this isolation, and an ssh-agent socket
+    /// (`ssh-agent.sock` next to `agent.sock`) offering these key ids unless there are none.
+    Local(&'a str, &'a [String]),
     /// These `[[backend]]` tables, verbatim.
     Backends(&'a str),
     /// No config file: the embedded default (one `local` backend), with the XDG directories
@@ -35,6 +36,7 @@ pub struct PrivateDaemon {
     args: Vec<String>,
     env: Vec<(String, String)>,
     socket: PathBuf,
+    ssh_socket: Option<PathBuf>,
     log: PathBuf,
     startup: Duration,
     // Held for its Drop, which removes the directory.
@@ -43,9 +45,13 @@ pub struct PrivateDaemon {
 
 impl PrivateDaemon {
     /// Starts `keywardd` (next to this executable) with a `local` backend in a temporary
-    /// directory, and waits until it answers.
-    pub async fn start(isolation: &str) -> Result<(PrivateDaemon, Client)> {
-        Self::start_with(Extra::Local(isolation), &[]).await
+    /// directory and an ssh-agent socket offering `ssh_keys` (none when empty), and waits
+    /// until it answers.
+    pub async fn start_local(
+        isolation: &str,
+        ssh_keys: &[String],
+    ) -> Result<(PrivateDaemon, Client)> {
+        Self::start_with(Extra::Local(isolation, ssh_keys), &[]).await
     }
 
     /// Starts `keywardd` with the `local` backend (`Extra::Local`), with the given
@@ -95,7 +101,7 @@ impl PrivateDaemon {
         } else {
             let config = root.join("keywardd.toml");
             let text = match extra {
-                Extra::Local(isolation) => config_text(root, isolation),
+                Extra::Local(isolation, ssh_keys) => config_text(root, isolation, ssh_keys),
                 Extra::Backends(tables) => format!(
                     "socket = {}\nstate_dir = {}\n\n{tables}\n",
                     toml_string(&root.join("agent.sock").display().to_string()),
@@ -110,12 +116,17 @@ impl PrivateDaemon {
             root.join("agent.sock")
         };
         let log = root.join("keywardd.log");
+        let ssh_socket = match extra {
+            Extra::Local(_, keys) if !keys.is_empty() => Some(root.join("ssh-agent.sock")),
+            _ => None,
+        };
         let mut daemon = PrivateDaemon {
             child: None,
             exe,
             args,
             env,
             socket,
+            ssh_socket,
             log,
             startup: Duration::ZERO,
             _dir: dir,
@@ -166,6 +177,11 @@ impl PrivateDaemon {
     /// The socket the daemon listens on.
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// Its ssh-agent socket, when it has one.
+    pub fn ssh_socket(&self) -> Option<&Path> {
+        self.ssh_socket.as_deref()
     }
 
     async fn wait_until_ready(&mut self) -> Result<Client> {
@@ -246,15 +262,24 @@ impl Drop for PrivateDaemon {
 }
 
 /// The daemon's config: socket, state and one `local` backend, all under `root`.
-fn config_text(root: &Path, isolation: &str) -> String {
+fn config_text(root: &Path, isolation: &str, ssh_keys: &[String]) -> String {
     let path = |name: &str| toml_string(&root.join(name).display().to_string());
-    format!(
+    let mut text = format!(
         "socket = {}\nstate_dir = {}\n\n[[backend]]\nname = \"local\"\ntype = \"local\"\nisolation = {}\npath = {}\n",
         path("agent.sock"),
         path("state"),
         toml_string(isolation),
         path("keys"),
-    )
+    );
+    if !ssh_keys.is_empty() {
+        let keys: Vec<String> = ssh_keys.iter().map(|k| toml_string(k)).collect();
+        text.push_str(&format!(
+            "\n[ssh_agent]\nsocket = {}\nkeys = [{}]\n",
+            path("ssh-agent.sock"),
+            keys.join(", ")
+        ));
+    }
+    text
 }
 
 /// A TOML basic string.
@@ -278,11 +303,18 @@ mod tests {
 
     #[test]
     fn config_names_everything_under_root() {
-        let text = config_text(Path::new("/tmp/kb \"x\""), "process");
+        let text = config_text(Path::new("/tmp/kb \"x\""), "process", &[]);
         assert_eq!(
             text,
             "socket = \"/tmp/kb \\\"x\\\"/agent.sock\"\nstate_dir = \"/tmp/kb \\\"x\\\"/state\"\n\n\
              [[backend]]\nname = \"local\"\ntype = \"local\"\nisolation = \"process\"\npath = \"/tmp/kb \\\"x\\\"/keys\"\n"
+        );
+        let text = config_text(Path::new("/tmp/kb"), "none", &["bench-ed25519".into()]);
+        assert!(
+            text.ends_with(
+                "\n[ssh_agent]\nsocket = \"/tmp/kb/ssh-agent.sock\"\nkeys = [\"bench-ed25519\"]\n"
+            ),
+            "{text}"
         );
     }
 }

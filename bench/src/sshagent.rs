@@ -1,6 +1,8 @@
 //! The OpenSSH `ssh-agent` baseline: the same key type signed through ssh-agent's own protocol
 //! (draft-miller-ssh-agent) on a Unix socket, with the same concurrency, one connection per
-//! client as ssh clients use.
+//! client as ssh clients use. The same client drives keywardd's own ssh-agent socket
+//! (`[ssh_agent]`, docs/ssh.md) with `--keyward-ssh`, so the two are compared request for
+//! request.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,8 +16,12 @@ use tokio::net::UnixStream;
 use crate::drive::{Budget, Op, drive, warm_up};
 use crate::stats::Summary;
 
+const SSH_AGENTC_REQUEST_IDENTITIES: u8 = 11;
+const SSH_AGENT_IDENTITIES_ANSWER: u8 = 12;
 const SSH_AGENTC_SIGN_REQUEST: u8 = 13;
 const SSH_AGENT_SIGN_RESPONSE: u8 = 14;
+/// The protocol's message limit (OpenSSH's `AGENT_MAX_LEN`).
+const MAX_MESSAGE_LEN: usize = 256 * 1024;
 /// Ask for rsa-sha2-256 rather than the SHA-1 `ssh-rsa` default.
 const SSH_AGENT_RSA_SHA2_256: u32 = 2;
 
@@ -23,10 +29,25 @@ const SSH_AGENT_RSA_SHA2_256: u32 = 2;
 #[derive(Debug)]
 pub struct SshAgent {
     child: Child,
+    agent: AgentKey,
+    _dir: tempfile::TempDir,
+}
+
+/// One key behind an ssh-agent socket: what a sign request names.
+#[derive(Debug)]
+pub struct AgentKey {
     socket: PathBuf,
     key_blob: Vec<u8>,
     flags: u32,
-    _dir: tempfile::TempDir,
+}
+
+/// The sign request flags for a key of `spec`: rsa-sha2-256 for RSA, none otherwise.
+fn flags_for(spec: KeySpec) -> u32 {
+    if spec.name().starts_with("rsa") {
+        SSH_AGENT_RSA_SHA2_256
+    } else {
+        0
+    }
 }
 
 impl SshAgent {
@@ -56,9 +77,11 @@ impl SshAgent {
             .context("cannot start ssh-agent (install openssh-client)")?;
         let mut agent = SshAgent {
             child,
-            socket,
-            key_blob: Vec::new(),
-            flags,
+            agent: AgentKey {
+                socket,
+                key_blob: Vec::new(),
+                flags,
+            },
             _dir: dir,
         };
         let key = agent._dir.path().join("key");
@@ -68,18 +91,61 @@ impl SshAgent {
             keygen.args(["-b", bits]);
         }
         run(&mut keygen)?;
-        wait_for(&agent.socket)?;
+        wait_for(&agent.agent.socket)?;
         run(Command::new("ssh-add")
             .arg("-q")
             .arg(&key)
-            .env("SSH_AUTH_SOCK", &agent.socket))?;
+            .env("SSH_AUTH_SOCK", &agent.agent.socket))?;
         let public = std::fs::read_to_string(key.with_extension("pub"))?;
         let blob = public
             .split_whitespace()
             .nth(1)
             .context("ssh-keygen wrote an unexpected public key file")?;
-        agent.key_blob = base64_decode(blob)?;
+        agent.agent.key_blob = base64_decode(blob)?;
         Ok(agent)
+    }
+
+    /// The key in the agent.
+    pub fn key(&self) -> &AgentKey {
+        &self.agent
+    }
+
+    /// The agent's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl AgentKey {
+    /// The key whose comment is `key_id` among the identities the agent at `socket` lists
+    /// (keywardd's ssh-agent socket comments each key with its id).
+    pub async fn listed(socket: &Path, key_id: &str, spec: KeySpec) -> Result<AgentKey> {
+        let mut stream = UnixStream::connect(socket).await.with_context(|| {
+            format!(
+                "cannot connect to the ssh-agent socket {}",
+                socket.display()
+            )
+        })?;
+        let answer = exchange(&mut stream, &[0, 0, 0, 1, SSH_AGENTC_REQUEST_IDENTITIES]).await?;
+        let mut wire = answer
+            .strip_prefix(&[SSH_AGENT_IDENTITIES_ANSWER])
+            .context("the agent did not answer the identities request")?;
+        let count = take_u32(&mut wire)?;
+        for _ in 0..count {
+            let blob = take_string(&mut wire)?;
+            let comment = take_string(&mut wire)?;
+            if comment == key_id.as_bytes() {
+                return Ok(AgentKey {
+                    socket: socket.to_path_buf(),
+                    key_blob: blob.to_vec(),
+                    flags: flags_for(spec),
+                });
+            }
+        }
+        bail!(
+            "the ssh-agent socket {} does not offer {key_id}",
+            socket.display()
+        )
     }
 
     /// Signatures of `message` within `budget` by `clients` tasks, each on its own
@@ -103,11 +169,6 @@ impl SshAgent {
             warm_up(first, warmup).await?;
         }
         drive(ops, budget).await
-    }
-
-    /// The agent's pid.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 
@@ -169,16 +230,44 @@ fn sign_request(key_blob: &[u8], data: &[u8], flags: u32) -> Vec<u8> {
     framed
 }
 
-/// Sends a request and reads one answer, which must be a signature.
-async fn round_trip(stream: &mut UnixStream, request: &[u8]) -> Result<()> {
+/// Sends a framed request and reads one answer (at most the protocol's 256 KiB).
+async fn exchange(stream: &mut UnixStream, request: &[u8]) -> Result<Vec<u8>> {
     stream.write_all(request).await?;
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
-    let mut answer = vec![0u8; u32::from_be_bytes(len) as usize];
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_MESSAGE_LEN {
+        bail!("the agent announced a {len}-byte answer, over the protocol's limit");
+    }
+    let mut answer = vec![0u8; len];
     stream.read_exact(&mut answer).await?;
+    Ok(answer)
+}
+
+fn take_u32(wire: &mut &[u8]) -> Result<u32> {
+    let (head, rest) = wire
+        .split_first_chunk::<4>()
+        .context("the agent's answer is truncated")?;
+    *wire = rest;
+    Ok(u32::from_be_bytes(*head))
+}
+
+fn take_string<'a>(wire: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let len = take_u32(wire)? as usize;
+    if wire.len() < len {
+        bail!("the agent's answer is truncated");
+    }
+    let (body, rest) = wire.split_at(len);
+    *wire = rest;
+    Ok(body)
+}
+
+/// Sends a request and reads one answer, which must be a signature.
+async fn round_trip(stream: &mut UnixStream, request: &[u8]) -> Result<()> {
+    let answer = exchange(stream, request).await?;
     if answer.first() != Some(&SSH_AGENT_SIGN_RESPONSE) || answer.len() < 20 {
         bail!(
-            "ssh-agent refused to sign (answer type {:?})",
+            "the ssh-agent refused to sign (answer type {:?})",
             answer.first()
         );
     }

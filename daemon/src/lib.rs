@@ -4,7 +4,8 @@
 //! A request goes: Unix socket -> the caller layer ([`grpc::layer`], [`auth`]) -> the gRPC
 //! adapter ([`grpc::signer`]) -> the signing core ([`signing`]: key lookup in [`keys`], input
 //! checks, policies, audit through [`audited`]) -> backend -> verification of the signature ->
-//! reply. Errors become gRPC statuses in one place ([`error::to_status`]).
+//! reply. Errors become gRPC statuses in one place ([`error::to_status`]). The ssh-agent socket
+//! ([`ssh_agent`]) is a second front-end over the same signing core.
 
 pub mod audit;
 pub mod audited;
@@ -30,6 +31,7 @@ pub mod reload;
 pub mod server;
 pub mod shown;
 pub mod signing;
+pub mod ssh_agent;
 pub mod state;
 pub mod tls;
 pub mod transport;

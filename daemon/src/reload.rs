@@ -8,7 +8,8 @@
 //! processes are stopped once the requests that started on them have finished.
 //!
 //! What a reload cannot change without dropping connections or the audit chain (`socket`,
-//! `state_dir`, `[audit]`, `[tls]`, the connection settings of `[limits]`) keeps its running value, with a warning to restart.
+//! `state_dir`, `[audit]`, `[tls]`, the `[ssh_agent]` socket, the connection settings of
+//! `[limits]`) keeps its running value, with a warning to restart.
 
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -17,6 +18,7 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::config::Config;
+use crate::ssh_agent::SshAgentConfig;
 
 /// A service whose implementation can be replaced while the server runs. Requests already
 /// dispatched keep the implementation they started with.
@@ -89,6 +91,29 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
     if new.tls != running.tls {
         new.tls = running.tls.clone();
         kept.push("[tls]");
+    }
+    // The ssh-agent socket is made at start: its path (and whether there is one) stays; the
+    // keys it offers follow the new config (none when the table was removed).
+    match (&running.ssh_agent, &mut new.ssh_agent) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            new.ssh_agent = None;
+            kept.push("[ssh_agent]");
+        }
+        (Some(running), None) => {
+            new.ssh_agent = Some(SshAgentConfig {
+                keys: Vec::new(),
+                ..running.clone()
+            });
+            kept.push("[ssh_agent] (its socket stays, offering no keys)");
+        }
+        (Some(running), Some(new)) => {
+            if new.socket != running.socket {
+                new.socket = running.socket.clone();
+                new.socket_is_default = running.socket_is_default;
+                kept.push("[ssh_agent] socket");
+            }
+        }
     }
     if new.limits.keep_connection_settings(&running.limits) {
         kept.push("the connection settings of [limits]");

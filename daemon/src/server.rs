@@ -24,7 +24,7 @@ use crate::keys::Registry;
 use crate::policy::Policies;
 use crate::reload::{self, Swappable};
 use crate::signing::SigningCore;
-use crate::{backends, paths, plugin_dir, transport};
+use crate::{backends, paths, plugin_dir, ssh_agent, transport};
 
 /// Why the daemon could not run: a config error (exit status 2, like every config error) or
 /// anything else (exit status 1).
@@ -54,6 +54,13 @@ pub struct SocketGuard {
     _lock: File,
 }
 
+impl SocketGuard {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         // The lock file stays: removing it would let two daemons lock different files.
@@ -63,15 +70,31 @@ impl Drop for SocketGuard {
 
 /// Prepares the socket's directory, takes the lock, clears a stale socket and binds.
 pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
-    let socket = &config.socket;
+    bind_socket(
+        &config.socket,
+        config.socket_is_default,
+        !config.allow_uids.is_empty(),
+        "--socket",
+    )
+}
+
+/// Binds a Unix socket of the daemon (the agent socket, the ssh-agent socket): prepares its
+/// directory (created 0700, or 0711 when `open_to_others`, and owned by us when `is_default` or
+/// missing), takes `<socket>.lock`, clears a stale socket, binds and sets the mode (0600, or
+/// 0666 when `open_to_others`). `elsewhere` names the setting that chooses another path.
+pub fn bind_socket(
+    socket: &Path,
+    is_default: bool,
+    open_to_others: bool,
+    elsewhere: &str,
+) -> Result<(UnixListener, SocketGuard), String> {
     let shown = socket.display();
-    let open_to_others = !config.allow_uids.is_empty();
     let parent = socket
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let dir_mode = if open_to_others { 0o711 } else { 0o700 };
-    if config.socket_is_default || !parent.exists() {
+    if is_default || !parent.exists() {
         paths::ensure_owned_dir(parent, dir_mode)?;
     } else if let Ok(meta) = parent.metadata() {
         // A directory the user chose: never chmod it, but say when it is risky.
@@ -92,7 +115,7 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
     rustix::fs::flock(&lock, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(
         |_| {
             format!(
-                "another keywardd is already running on {shown}; stop it first, or start this one with --socket"
+                "another keywardd is already running on {shown}; stop it first, or choose another path with {elsewhere}"
             )
         },
     )?;
@@ -101,7 +124,7 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
         Ok(meta) if meta.file_type().is_socket() => {
             if std::os::unix::net::UnixStream::connect(socket).is_ok() {
                 return Err(format!(
-                    "another process is already listening on {shown}; stop it first, or start keywardd with --socket"
+                    "another process is already listening on {shown}; stop it first, or choose another path with {elsewhere}"
                 ));
             }
             tracing::info!(socket = %shown, "replacing a stale socket");
@@ -110,7 +133,7 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
         }
         Ok(_) => {
             return Err(format!(
-                "{shown} exists and is not a socket; remove it or choose another --socket"
+                "{shown} exists and is not a socket; remove it or choose another path with {elsewhere}"
             ));
         }
         Err(_) => {}
@@ -122,7 +145,7 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
     Ok((
         listener,
         SocketGuard {
-            path: socket.clone(),
+            path: socket.to_path_buf(),
             _lock: lock,
         },
     ))
@@ -193,6 +216,8 @@ struct Generation {
     registry: Arc<Registry>,
     signer: CallerService<SignerServer<SignerService>>,
     admin: CallerService<KeyAdminServer<AdminService>>,
+    /// What the ssh-agent socket offers (when `[ssh_agent]` is configured).
+    ssh: Option<ssh_agent::Offer>,
 }
 
 impl Daemon {
@@ -223,6 +248,11 @@ impl Daemon {
         let limits = Arc::new(config.limits.clone());
         let core =
             SigningCore::new(registry.clone(), policies, audit.clone()).with_limits(limits.clone());
+        let ssh = config.ssh_agent.as_ref().map(|ssh| ssh_agent::Offer {
+            core: core.clone(),
+            auth: auth.clone(),
+            keys: ssh.keys.clone().into(),
+        });
         // The caller layer authenticates every RPC of both services (grpc/layer.rs). The
         // decoders refuse a request larger than the largest the config allows before decoding
         // it; the handlers then check each field's bound (limits.rs).
@@ -240,6 +270,7 @@ impl Daemon {
             registry,
             signer,
             admin,
+            ssh,
         }
     }
 
@@ -250,6 +281,10 @@ impl Daemon {
     ) -> Result<(), String> {
         let registry = Arc::new(Registry::new(&self.config, self.backend_map())?);
         let (listener, guard) = bind(&self.config)?;
+        let ssh_listener = match &self.config.ssh_agent {
+            Some(ssh) => Some(ssh_agent::bind(ssh, !self.config.allow_uids.is_empty())?),
+            None => None,
+        };
         Self::wait_plugins(self.running.values()).await;
         let audit = match &self.config.audit {
             Some(audit) => Auditor::open(audit)?,
@@ -305,12 +340,34 @@ impl Daemon {
                 transport::unix_incoming(listener, admission),
                 stopped(stop_rx.clone()),
             );
+        // The ssh-agent socket: a second front-end over the same signing core (ssh_agent/).
+        let ssh_current = current.ssh.clone().map(ssh_agent::Current::new);
+        let ssh_server = match (ssh_listener, &ssh_current) {
+            (Some((listener, ssh_guard)), Some(current)) => {
+                tracing::info!(socket = %ssh_guard.path().display(), "serving the ssh-agent protocol");
+                let serving = ssh_agent::serve(listener, current.clone(), stop_rx.clone());
+                Some(async move {
+                    serving.await;
+                    drop(ssh_guard);
+                })
+            }
+            _ => None,
+        };
         let servers = async {
             let remote = async {
-                match remote {
-                    Some(server) => server.await,
-                    None => Ok(()),
-                }
+                let ssh = async {
+                    if let Some(server) = ssh_server {
+                        server.await;
+                    }
+                };
+                let remote = async {
+                    match remote {
+                        Some(server) => server.await,
+                        None => Ok(()),
+                    }
+                };
+                let (remote, ()) = tokio::join!(remote, ssh);
+                remote
             };
             // The first server that fails stops the daemon.
             tokio::try_join!(local, remote)
@@ -353,6 +410,9 @@ impl Daemon {
                             Ok(next) => {
                                 signer.replace(next.signer.clone());
                                 admin.replace(next.admin.clone());
+                                if let (Some(current), Some(offer)) = (&ssh_current, &next.ssh) {
+                                    current.replace(offer.clone());
+                                }
                                 current.registry.retire();
                                 current = next;
                                 let checking = current.registry.clone();
@@ -427,8 +487,11 @@ impl Daemon {
         } else {
             0o666
         };
-        if let Err(e) = transport::set_socket_mode(&new.socket, socket_mode) {
-            tracing::warn!(socket = %new.socket.display(), "cannot set the socket's mode after reload: {e}");
+        let sockets = std::iter::once(&new.socket).chain(new.ssh_agent.as_ref().map(|s| &s.socket));
+        for socket in sockets {
+            if let Err(e) = transport::set_socket_mode(socket, socket_mode) {
+                tracing::warn!(socket = %socket.display(), "cannot set the socket's mode after reload: {e}");
+            }
         }
         let keys = new.keys.len();
         self.config = new;

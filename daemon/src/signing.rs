@@ -1,8 +1,8 @@
 //! [`SigningCore`]: authorise, audit, sign and verify, for any front-end.
 //!
 //! The gRPC `Sign` handler ([`crate::grpc::signer`]) is a thin adapter over
-//! [`SigningCore::sign`]; the ssh-agent front-end (issue #21) will be another, with the same
-//! policies, rate limits and audit records. A request reaches the core with an authenticated
+//! [`SigningCore::sign`]; the ssh-agent socket ([`crate::ssh_agent`]) is another, with the
+//! same policies, rate limits and audit records (its event is `ssh`, see [`Via`]). A request reaches the core with an authenticated
 //! [`Caller`] (the caller layer's); the core then:
 //!
 //! 0. checks the request's sizes against their bounds ([`check_bounds`]) before anything else
@@ -36,6 +36,34 @@ use crate::shown::{quoted, shown};
 /// Longest `purpose` accepted, in bytes.
 pub const MAX_PURPOSE_LEN: usize = limits::MAX_PURPOSE_BYTES;
 
+/// The purposes only the ssh-agent socket sets (`ssh:auth`, `ssh:sig:<namespace>`,
+/// `ssh:other`, from the data it signs); a gRPC request may not claim them, so a policy's
+/// `purpose` pattern can trust them.
+pub const SSH_PURPOSE_PREFIX: &str = "ssh:";
+
+/// The front-end a request came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via<'a> {
+    /// The gRPC API (`keyward.v1.Signer/Sign`): audit event `sign`.
+    Grpc,
+    /// The ssh-agent socket: audit event `ssh`.
+    SshAgent {
+        /// The SHA-256 fingerprint of the server host key the connection was bound to
+        /// (`session-bind@openssh.com`), for a login.
+        host_key: Option<&'a str>,
+    },
+}
+
+impl Via<'_> {
+    /// The audit event of a signature requested this way.
+    pub fn event(self) -> &'static str {
+        match self {
+            Via::Grpc => "sign",
+            Via::SshAgent { .. } => "ssh",
+        }
+    }
+}
+
 /// A signature request as a front-end received it, not yet checked against the key.
 #[derive(Clone, Copy, Debug)]
 pub struct SignRequest<'a> {
@@ -49,6 +77,8 @@ pub struct SignRequest<'a> {
     pub format: EcdsaFormat,
     /// What the signature is for, free text, audited.
     pub purpose: &'a str,
+    /// The front-end that received it.
+    pub via: Via<'a>,
 }
 
 /// A signature, verified, in the encoding asked for.
@@ -66,11 +96,14 @@ pub struct Signed {
     pub key_version: String,
 }
 
-/// Turns a request into the operation a key of `spec` can sign: the algorithm (the key's
-/// default when `algorithm` is `None`) must fit the key, the input must fit the algorithm, the
-/// purpose must be short. The error is the reason, without the key.
+/// Turns a request into the operation a key of `spec` can sign with `allowed` (the default
+/// first: `spec.algorithms()`, or fewer when the backend restricts the key, see
+/// `KeyDescription::allowed_algorithms`): the algorithm (the key's default when `algorithm` is
+/// `None`) must fit the key and be allowed, the input must fit the algorithm, the purpose must
+/// be short. The error is the reason, without the key.
 pub fn operation<'a>(
     spec: KeySpec,
+    allowed: &[SignatureAlgorithm],
     algorithm: Option<SignatureAlgorithm>,
     input: SignInput<'a>,
     purpose: &str,
@@ -81,15 +114,27 @@ pub fn operation<'a>(
             purpose.len()
         ));
     }
-    let algorithm = algorithm.unwrap_or_else(|| spec.default_algorithm());
+    let names =
+        |list: &[SignatureAlgorithm]| list.iter().map(|a| a.name()).collect::<Vec<_>>().join(", ");
+    let default = allowed
+        .first()
+        .copied()
+        .unwrap_or_else(|| spec.default_algorithm());
+    let algorithm = algorithm.unwrap_or(default);
     if !spec.supports(algorithm) {
         return Err(format!(
             "a {spec} key cannot sign with {algorithm}; use one of: {}",
-            spec.algorithms()
-                .iter()
-                .map(|a| a.name())
-                .collect::<Vec<_>>()
-                .join(", ")
+            names(if allowed.is_empty() {
+                spec.algorithms()
+            } else {
+                allowed
+            })
+        ));
+    }
+    if !allowed.is_empty() && !allowed.contains(&algorithm) {
+        return Err(format!(
+            "this {spec} key signs only with {} (its backend's policy for the key); ask for one of those",
+            names(allowed)
         ));
     }
     SignOp::new(algorithm, input).map_err(|e| e.to_string())
@@ -158,6 +203,11 @@ impl SigningCore {
         &self.registry
     }
 
+    /// The audit log it records in.
+    pub fn auditor(&self) -> &Auditor {
+        &self.audit
+    }
+
     /// Signs `request` for `caller` (already authenticated), with every check, record and
     /// verification of the module documentation.
     pub async fn sign(
@@ -167,11 +217,26 @@ impl SigningCore {
     ) -> Result<Signed, AgentError> {
         let started = Instant::now();
         if let Err(refused) = check_bounds(&self.limits, &request) {
-            return Err(self.refuse(caller, request.key_id, refused).await);
+            let refused = self
+                .refuse_via(
+                    caller,
+                    request.via,
+                    request.key_id,
+                    request.purpose,
+                    refused,
+                )
+                .await;
+            return Err(refused);
         }
-        let mut audited = Audited::new(&self.audit, "sign", caller);
+        let mut audited = Audited::new(&self.audit, request.via.event(), caller);
         audited.record.key = request.key_id.to_string();
         audited.record.purpose = request.purpose.to_string();
+        if let Via::SshAgent {
+            host_key: Some(host_key),
+        } = request.via
+        {
+            audited.record.ssh_host_key = host_key.to_string();
+        }
         if audited.enabled() {
             audited.record.digest = input_digest(request.input);
         }
@@ -223,8 +288,22 @@ impl SigningCore {
     /// front-end could not even parse: an unknown algorithm number, no input) and returns the
     /// refusal. The key id is recorded and logged cut to its bound.
     pub async fn refuse(&self, caller: &Caller, key_id: &str, error: AgentError) -> AgentError {
-        let mut audited = Audited::new(&self.audit, "sign", caller);
+        self.refuse_via(caller, Via::Grpc, key_id, "", error).await
+    }
+
+    /// Like [`SigningCore::refuse`], for a request that came `via` a front-end with a
+    /// `purpose` already known.
+    pub async fn refuse_via(
+        &self,
+        caller: &Caller,
+        via: Via<'_>,
+        key_id: &str,
+        purpose: &str,
+        error: AgentError,
+    ) -> AgentError {
+        let mut audited = Audited::new(&self.audit, via.event(), caller);
         audited.record.key = crate::shown::bounded(key_id).into_owned();
+        audited.record.purpose = crate::shown::bounded(purpose).into_owned();
         tracing::warn!(key = %shown(key_id), caller = %caller, "sign {}: {error}", refusal_result(&error));
         audited.refuse(error).await
     }
@@ -237,12 +316,15 @@ impl SigningCore {
         request: &SignRequest<'r>,
         record: &mut Record,
     ) -> Result<(Arc<ResolvedKey>, SignOp<'r>), AgentError> {
+        reserved_purpose(request.via, request.purpose)
+            .map_err(|m| AgentError::InvalidArgument(format!("key {:?}: {m}", request.key_id)))?;
         let key = self.registry.resolve(request.key_id).await?;
         record.key = key.id.to_string();
         record.backend = key.backend_name.clone();
         record.key_version = key.description.version.clone().unwrap_or_default();
         let op = operation(
             key.spec(),
+            key.description.allowed_algorithms(),
             request.algorithm,
             request.input,
             request.purpose,
@@ -388,6 +470,17 @@ impl SigningCore {
     }
 }
 
+/// Refuses a purpose of the ssh-agent socket's (`ssh:...`) on a request from another
+/// front-end.
+pub fn reserved_purpose(via: Via<'_>, purpose: &str) -> Result<(), String> {
+    match via {
+        Via::Grpc if purpose.starts_with(SSH_PURPOSE_PREFIX) => Err(format!(
+            "purposes starting with {SSH_PURPOSE_PREFIX:?} are set by keywardd's ssh-agent socket from the data it signs; choose another purpose"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The hex digest a sign request carries; for a message (Ed25519), its SHA-256.
 fn input_digest(input: SignInput<'_>) -> String {
     match input {
@@ -404,13 +497,28 @@ mod tests {
     fn the_operation_is_checked_against_the_key_once() {
         let d32 = [5u8; 32];
         // No algorithm: the key's default.
-        let op = operation(KeySpec::EcP256, None, SignInput::Digest(&d32), "").unwrap();
+        let op = operation(
+            KeySpec::EcP256,
+            KeySpec::EcP256.algorithms(),
+            None,
+            SignInput::Digest(&d32),
+            "",
+        )
+        .unwrap();
         assert_eq!(op.algorithm(), SignatureAlgorithm::EcdsaSha256);
-        let op = operation(KeySpec::Ed25519, None, SignInput::Message(b"m"), "").unwrap();
+        let op = operation(
+            KeySpec::Ed25519,
+            KeySpec::Ed25519.algorithms(),
+            None,
+            SignInput::Message(b"m"),
+            "",
+        )
+        .unwrap();
         assert_eq!(op, SignOp::ed25519(b"m"));
         // An algorithm the key cannot use names the ones it can.
         let err = operation(
             KeySpec::EcP256,
+            KeySpec::EcP256.algorithms(),
             Some(SignatureAlgorithm::RsaPssSha256),
             SignInput::Digest(&d32),
             "",
@@ -421,15 +529,54 @@ mod tests {
             "{err}"
         );
         // The input must fit the algorithm.
-        let err = operation(KeySpec::Rsa3072, None, SignInput::Digest(&d32), "").unwrap_err();
+        let err = operation(
+            KeySpec::Rsa3072,
+            KeySpec::Rsa3072.algorithms(),
+            None,
+            SignInput::Digest(&d32),
+            "",
+        )
+        .unwrap_err();
         assert!(
             err.contains("needs a 48-byte sha384 digest, got 32"),
             "{err}"
         );
         // The purpose is bounded.
         let long = "p".repeat(MAX_PURPOSE_LEN + 1);
-        let err = operation(KeySpec::EcP256, None, SignInput::Digest(&d32), &long).unwrap_err();
+        let err = operation(
+            KeySpec::EcP256,
+            KeySpec::EcP256.algorithms(),
+            None,
+            SignInput::Digest(&d32),
+            &long,
+        )
+        .unwrap_err();
         assert!(err.contains("keep it under 256"), "{err}");
+        // A key its backend restricts (a Parsec key's policy): its first algorithm is the
+        // default, the others of the spec are refused with the ones it allows.
+        let only = [SignatureAlgorithm::RsaPkcs1Sha256];
+        let op = operation(KeySpec::Rsa2048, &only, None, SignInput::Digest(&d32), "").unwrap();
+        assert_eq!(op.algorithm(), SignatureAlgorithm::RsaPkcs1Sha256);
+        let err = operation(
+            KeySpec::Rsa2048,
+            &only,
+            Some(SignatureAlgorithm::RsaPssSha256),
+            SignInput::Digest(&d32),
+            "",
+        )
+        .unwrap_err();
+        assert!(err.contains("signs only with rsa-pkcs1-sha256"), "{err}");
+    }
+
+    #[test]
+    fn only_the_ssh_agent_socket_sets_ssh_purposes() {
+        let ssh = Via::SshAgent { host_key: None };
+        assert!(reserved_purpose(ssh, "ssh:sig:git").is_ok());
+        assert!(reserved_purpose(Via::Grpc, "release").is_ok());
+        assert!(reserved_purpose(Via::Grpc, "sshfoo").is_ok());
+        let err = reserved_purpose(Via::Grpc, "ssh:sig:git").unwrap_err();
+        assert!(err.contains("set by keywardd's ssh-agent socket"), "{err}");
+        assert_eq!((Via::Grpc.event(), ssh.event()), ("sign", "ssh"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     for spec in KeySpec::ALL {
-        if let Ok(valid) = keyward_daemon::grpc::signer::validate(spec, &request) {
+        if let Ok(valid) = keyward_daemon::grpc::signer::validate(spec, spec.algorithms(), &request) {
             // What passes the checks is something the key can sign.
             let algorithm = valid.op.algorithm();
             assert!(spec.supports(algorithm));

@@ -35,6 +35,11 @@ pub enum Peer {
     Gpg,
     /// Sequoia's `sq`.
     Sq,
+    /// A software TPM: `swtpm`, `swtpm_setup` and tpm2-tools' `tpm2_getcap`; the path is swtpm.
+    Swtpm,
+    /// The Parsec service, parsec-service 1.5.0 built with its TPM and PKCS#11 providers
+    /// ([`crate::parsec::PARSEC_ENV`]); the path is the `parsec` binary.
+    Parsec,
     /// A `keywardd` built with the cargo feature `pkcs11-in-process` (so that
     /// `isolation = "none"` loads a PKCS#11 module into it), as `keywardd-pkcs11-in-process`
     /// next to the workspace's `keywardd`.
@@ -45,6 +50,8 @@ pub enum Peer {
     Go,
     /// sigstore's `timestamp-server` v2.1.3, the RFC 3161 TSA (`KEYWARD_TEST_TSA`).
     Tsa,
+    /// OpenSSH's `ssh`, `ssh-add`, `ssh-keygen`, `/usr/sbin/sshd`, and `git`; the path is sshd.
+    OpenSsh,
     /// A Python with grpcio and grpcio-tools (`KEYWARD_TEST_PYTHON`, else the keyward venv).
     PythonGrpcTools,
     /// The grpc-go client of tests/clients/go (`KEYWARD_TEST_GRPC_GO_CLIENT`).
@@ -141,6 +148,16 @@ impl Peer {
             Peer::Go => on_path("go").ok_or_else(|| "go is not installed".to_string()),
             Peer::Gpg => on_path("gpg").ok_or_else(|| "gpg is not installed".to_string()),
             Peer::Sq => on_path("sq").ok_or_else(|| "sq is not installed".to_string()),
+            Peer::Swtpm => {
+                for tool in ["swtpm_setup", "tpm2_getcap", "tpm2_dictionarylockout"] {
+                    on_path(tool).ok_or_else(|| format!("{tool} is not on PATH"))?;
+                }
+                on_path("swtpm").ok_or_else(|| "swtpm is not installed".to_string())
+            }
+            Peer::Parsec => from_env_or(crate::parsec::PARSEC_ENV, || {
+                Some(home().join(".cache/keyward/bin/parsec")).filter(|p| p.is_file())
+            })
+            .ok_or_else(|| "the Parsec service (parsec) is not built".to_string()),
             Peer::KeywarddPkcs11InProcess => {
                 let path = crate::binary("keywardd").with_file_name(KEYWARDD_PKCS11_IN_PROCESS);
                 if path.is_file() {
@@ -193,6 +210,14 @@ impl Peer {
                 Some(home().join(".cache/keyward/bin/timestamp-server")).filter(|p| p.is_file())
             })
             .ok_or_else(|| "sigstore's timestamp-server is not installed".to_string()),
+            Peer::OpenSsh => {
+                for tool in ["ssh", "ssh-add", "ssh-keygen", "git"] {
+                    on_path(tool).ok_or_else(|| format!("{tool} is not on PATH"))?;
+                }
+                Some(PathBuf::from("/usr/sbin/sshd"))
+                    .filter(|p| p.is_file())
+                    .ok_or_else(|| "sshd is not installed (/usr/sbin/sshd)".to_string())
+            }
         }
     }
 
@@ -224,6 +249,11 @@ impl Peer {
             }
             Peer::Registry => "`scripts/test notary` installs it (Debian docker-registry)",
             Peer::Gpg | Peer::Sq => "`scripts/test pgp` installs them (Debian gnupg, sq)",
+            Peer::Swtpm => "`scripts/test tpm` installs them (Debian swtpm swtpm-tools tpm2-tools)",
+            Peer::Parsec => {
+                "`scripts/test parsec` builds parsec-service 1.5.0 from crates.io into \
+                 ~/.cache/keyward/bin and sets KEYWARD_TEST_PARSEC"
+            }
             Peer::KeywarddPkcs11InProcess => {
                 "`scripts/test pkcs11` builds it (cargo build --workspace --bins --features \
                  keyward-daemon/pkcs11-in-process, the keywardd copied to \
@@ -245,6 +275,9 @@ impl Peer {
             Peer::Tsa => {
                 "`scripts/test timestamp` builds timestamp-server v2.1.3 from the Go module proxy \
                  and sets KEYWARD_TEST_TSA"
+            }
+            Peer::OpenSsh => {
+                "`scripts/test ssh` installs them (Debian openssh-client, openssh-server, git)"
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod notation;
 pub mod pgp;
 pub mod pubkey;
 pub mod sign;
+pub mod ssh;
 pub mod tsp;
 pub mod tsp_check;
 pub mod verify;
@@ -58,6 +59,12 @@ pub enum Command {
     /// YubiKey backends: give one its PIV PIN for a while (unlock)
     #[command(subcommand)]
     Yubikey(yubikey::YubikeyCommand),
+    /// Give a backend (tpm, yubikey) its PIN for a while, kept in the agent's memory
+    #[command(after_help = yubikey::UNLOCK_AFTER_HELP)]
+    Unlock(yubikey::UnlockArgs),
+    /// OpenSSH: a key as an authorized_keys or allowed_signers line (docs/ssh.md)
+    #[command(subcommand, after_help = ssh::AFTER_HELP)]
+    Ssh(ssh::SshCommand),
 }
 
 /// Where the agent is and how to reach it.
@@ -90,6 +97,8 @@ pub async fn run(agent: &Agent, command: Command) -> Result<i32, Failure> {
         #[cfg(feature = "pgp")]
         Command::Pgp(command) => pgp::run(agent, command).await,
         Command::Yubikey(command) => yubikey::run(agent, command).await,
+        Command::Unlock(args) => yubikey::unlock(agent, args).await,
+        Command::Ssh(command) => ssh::run(agent, command).await,
     }
 }
 

@@ -1,4 +1,5 @@
-//! `keyward yubikey unlock`: give a `yubikey` backend its PIV PIN for a while.
+//! `keyward yubikey unlock` (and the generic `keyward unlock`): give a backend that takes a PIN
+//! over the socket (`yubikey`, `tpm`) its PIN for a while.
 
 use std::io::{IsTerminal, Read};
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub enum YubikeyCommand {
 /// `keyward yubikey unlock`
 #[derive(Debug, Args)]
 pub struct UnlockArgs {
-    /// The backend (a `[[backend]]` name of type yubikey)
+    /// The backend (a `[[backend]]` name: of type yubikey, tpm, ...)
     #[arg(long, value_name = "NAME")]
     backend: String,
     /// How long the agent keeps the PIN (e.g. 90s, 15m, 8h); 0: until the backend restarts
@@ -49,6 +50,21 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
     parse_duration(text).map(Duration::from_secs)
 }
 
+/// `--help` text of `keyward unlock`.
+pub const UNLOCK_AFTER_HELP: &str = "\
+For backends that take a PIN over the socket: yubikey (the PIV PIN) and tpm (the keys'
+authorization value). The PIN is read from the terminal without echo, or from stdin when stdin
+is not a terminal (one line). The backend checks it first: a wrong PIN is refused once, and
+keyward never sends a rejected PIN again (a YubiKey blocks after a few, a TPM locks out every
+DA-protected key of the machine). keywardd keeps it in memory only (never on disk, in a log or
+in the audit log) until --ttl ends. It takes precedence over pin_env/pin_file. Only the
+agent's admins (its own uid and admin_uids) may unlock.
+
+Examples:
+  keyward unlock --backend tpm
+  keyward unlock --backend tpm --ttl 8h
+  pass show tpm-pin | keyward unlock --backend tpm --ttl 15m";
+
 /// Runs `keyward yubikey ...`.
 pub async fn run(agent: &Agent, command: YubikeyCommand) -> Result<i32, Failure> {
     match command {
@@ -60,7 +76,7 @@ pub async fn run(agent: &Agent, command: YubikeyCommand) -> Result<i32, Failure>
 fn read_pin(backend: &str) -> Result<Zeroizing<String>, Failure> {
     let pin = if std::io::stdin().is_terminal() {
         Zeroizing::new(
-            rpassword::prompt_password(format!("PIV PIN for backend {backend:?}: "))
+            rpassword::prompt_password(format!("PIN for backend {backend:?}: "))
                 .map_err(|e| Failure::new(format!("cannot read the PIN from the terminal: {e}")))?,
         )
     } else {
@@ -80,7 +96,8 @@ fn read_pin(backend: &str) -> Result<Zeroizing<String>, Failure> {
     Ok(pin)
 }
 
-async fn unlock(agent: &Agent, args: UnlockArgs) -> Result<i32, Failure> {
+/// Runs `keyward unlock` / `keyward yubikey unlock`.
+pub async fn unlock(agent: &Agent, args: UnlockArgs) -> Result<i32, Failure> {
     let pin = read_pin(&args.backend)?;
     let client = connect(agent).await?;
     let ttl = Some(args.ttl).filter(|t| !t.is_zero());

@@ -9,11 +9,11 @@
 //! ```
 //!
 //! Each line is a JSON object: `seq` (1, 2, ... across rotations), `time` (RFC 3339, UTC),
-//! `event` (`sign`, `generate_key`, `attach_certificate_chain`), `result` (`attempt`, `ok`,
+//! `event` (`sign`, `ssh` for the ssh-agent socket, `generate_key`, `attach_certificate_chain`), `result` (`attempt`, `ok`,
 //! `denied`, `error`), `caller` (`uid`, `gid`, `pid`, `exe`, `mtls`, `address`, when known),
 //! `key`, `key_version`, `backend`, `algorithm`, `key_spec`, `digest` (hex; for Ed25519 the
 //! SHA-256 of the message; for a certificate chain the SHA-256 of the PEM), `purpose`,
-//! `error`, and last `prev`: the hex SHA-256 of the previous line's bytes (without its
+//! `ssh_host_key` (a login through the ssh-agent socket), `error`, and last `prev`: the hex SHA-256 of the previous line's bytes (without its
 //! newline); 64 zeros on the first line of a log.
 //!
 //! A request the daemon refuses is one `denied` (policy, uid, rate) or `error` (bad input,
@@ -141,7 +141,8 @@ impl CallerRecord {
 /// One audit record, without the fields the writer adds (`seq`, `time`, `prev`).
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Record {
-    /// `sign`, `generate_key`, `attach_certificate_chain`, `unlock_backend` (never the PIN).
+    /// `sign`, `ssh` (the ssh-agent socket), `generate_key`, `attach_certificate_chain`,
+    /// `unlock_backend` (never the PIN).
     pub event: &'static str,
     /// `attempt`, `ok`, `denied`, `error`.
     pub result: &'static str,
@@ -165,9 +166,14 @@ pub struct Record {
     /// Hex: the digest signed (SHA-256 of the message for Ed25519), or of the chain's PEM.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub digest: String,
-    /// The caller's purpose.
+    /// The caller's purpose (set by the daemon on the ssh-agent socket: `ssh:auth`,
+    /// `ssh:sig:<namespace>`, `ssh:other`).
     #[serde(skip_serializing_if = "String::is_empty", serialize_with = "bounded")]
     pub purpose: String,
+    /// For a login through the ssh-agent socket: the SHA-256 fingerprint of the server's host
+    /// key that ssh bound the connection to (`session-bind@openssh.com`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ssh_host_key: String,
     /// Why it was denied or failed.
     #[serde(
         skip_serializing_if = "Option::is_none",

@@ -20,6 +20,7 @@ use crate::audit::AuditConfig;
 use crate::limits::{Limits, MAX_MESSAGE_CAP};
 use crate::paths;
 use crate::policy::PolicyRules;
+use crate::ssh_agent::SshAgentConfig;
 use crate::tls::TlsConfig;
 
 /// A configuration error, with the file and line where it was found when known.
@@ -97,6 +98,7 @@ struct RawConfig {
     audit: Option<toml::Spanned<toml::Table>>,
     tls: Option<toml::Spanned<toml::Table>>,
     limits: Option<toml::Spanned<toml::Table>>,
+    ssh_agent: Option<toml::Spanned<toml::Table>>,
     plugin_dir: Option<PathBuf>,
     #[serde(default)]
     backend: Vec<RawBackend>,
@@ -137,6 +139,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// `[limits]`, with each `[[key]]`'s `max_message_bytes`.
     pub limits: Limits,
+    /// `[ssh_agent]`: the ssh-agent socket.
+    pub ssh_agent: Option<SshAgentConfig>,
     /// `plugin_dir`: where `keyward-plugin-<type>` executables are; `None`: next to keywardd,
     /// then `<prefix>/libexec/keyward` ([`crate::plugin_dir`]).
     pub plugin_dir: Option<PathBuf>,
@@ -319,6 +323,21 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
             )
         }
     };
+    let ssh_agent = match raw.ssh_agent {
+        None => None,
+        Some(table) => {
+            let line = source.line_of(table.span().start);
+            Some(
+                SshAgentConfig::parse(
+                    table.into_inner(),
+                    source.dir.as_deref(),
+                    &socket,
+                    socket_is_default,
+                )
+                .map_err(|m| ConfigError::at(source, Some(line), format!("[ssh_agent]: {m}")))?,
+            )
+        }
+    };
     let own_uid = rustix::process::getuid().as_raw();
     if let Some(uid) = raw
         .admin_uids
@@ -343,6 +362,7 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         audit,
         tls,
         limits,
+        ssh_agent,
         plugin_dir: raw.plugin_dir.map(|dir| match &source.dir {
             Some(base) if dir.is_relative() => base.join(dir),
             _ => dir,

@@ -36,8 +36,8 @@ pub fn key_info(key: &ResolvedKey) -> v1::KeyInfo {
         backend_type: key.backend.backend_type().to_string(),
         key_spec: v1::KeySpec::from(key.spec()) as i32,
         algorithms: key
-            .spec()
-            .algorithms()
+            .description
+            .allowed_algorithms()
             .iter()
             .map(|a| v1::SignatureAlgorithm::from(*a) as i32)
             .collect(),
@@ -97,6 +97,7 @@ pub fn parse(request: &v1::SignRequest) -> Result<SignRequest<'_>, String> {
         input,
         format,
         purpose: &request.purpose,
+        via: signing::Via::Grpc,
     })
 }
 
@@ -110,10 +111,20 @@ pub struct Validated<'a> {
     pub format: EcdsaFormat,
 }
 
-/// [`parse`], then [`signing::operation`] for a key of `spec`.
-pub fn validate(spec: KeySpec, request: &v1::SignRequest) -> Result<Validated<'_>, String> {
+/// [`parse`], then [`signing::operation`] for a key of `spec` that signs with `allowed`.
+pub fn validate<'r>(
+    spec: KeySpec,
+    allowed: &[SignatureAlgorithm],
+    request: &'r v1::SignRequest,
+) -> Result<Validated<'r>, String> {
     let parsed = parse(request)?;
-    let op = signing::operation(spec, parsed.algorithm, parsed.input, parsed.purpose)?;
+    let op = signing::operation(
+        spec,
+        allowed,
+        parsed.algorithm,
+        parsed.input,
+        parsed.purpose,
+    )?;
     Ok(Validated {
         op,
         format: parsed.format,

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{BackendError, EcdsaFormat, KeySpec, Secret, SignOp};
+use crate::{BackendError, EcdsaFormat, KeySpec, Secret, SignOp, SignatureAlgorithm};
 
 /// One key as a backend sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +25,24 @@ pub struct KeyDescription {
     /// `touch_policy`, `attestation` for `yubikey`), shown by `keyward keys show`. Never
     /// secrets. Empty for most backends.
     pub attributes: BTreeMap<String, String>,
+    /// The algorithms the key may sign with, the default first, when the backend restricts
+    /// them below what its spec allows (a Parsec key's policy permits one algorithm, often with
+    /// one hash). Empty for most backends: every algorithm of the spec
+    /// ([`KeySpec::algorithms`]). Each must be one the spec supports. The daemon advertises
+    /// these and refuses the others before it calls the backend.
+    pub algorithms: Vec<SignatureAlgorithm>,
+}
+
+impl KeyDescription {
+    /// The algorithms the key signs with, the default first: [`KeyDescription::algorithms`]
+    /// when the backend restricts them, else every algorithm of the spec.
+    pub fn allowed_algorithms(&self) -> &[SignatureAlgorithm] {
+        if self.algorithms.is_empty() {
+            self.spec.algorithms()
+        } else {
+            &self.algorithms
+        }
+    }
 }
 
 /// A signature as the backend produced it. The daemon verifies it against the key's public key

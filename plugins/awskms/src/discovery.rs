@@ -134,6 +134,7 @@ impl Inner {
                     version: None,
                     openpgp_certificate: None,
                     attributes: Default::default(),
+                    algorithms: Vec::new(),
                 })
             }
             Err(e) => {

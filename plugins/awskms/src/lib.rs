@@ -208,6 +208,7 @@ impl Backend for AwsKmsBackend {
             version: None,
             openpgp_certificate: None,
             attributes: Default::default(),
+            algorithms: Vec::new(),
         })
     }
 

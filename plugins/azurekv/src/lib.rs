@@ -287,6 +287,7 @@ impl Inner {
             version: Some(key.version.clone()),
             openpgp_certificate: None,
             attributes: Default::default(),
+            algorithms: Vec::new(),
         }
     }
 

@@ -105,6 +105,7 @@ impl LocalBackend {
             version: None,
             openpgp_certificate: None,
             attributes: Default::default(),
+            algorithms: Vec::new(),
         })
     }
 }
@@ -188,6 +189,7 @@ impl Backend for LocalBackend {
             version: None,
             openpgp_certificate: None,
             attributes: Default::default(),
+            algorithms: Vec::new(),
         };
         self.loaded
             .write()

@@ -295,6 +295,7 @@ impl PgpBackend {
             version: None,
             openpgp_certificate: Some(key.certificate.clone()),
             attributes: Default::default(),
+            algorithms: Vec::new(),
         }
     }
 }

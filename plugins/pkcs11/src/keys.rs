@@ -225,6 +225,7 @@ pub(crate) fn describe(
         version: None,
         openpgp_certificate: None,
         attributes: Default::default(),
+        algorithms: Vec::new(),
     })
 }
 

@@ -172,6 +172,7 @@ impl VaultBackend {
             version: Some(version.to_string()),
             openpgp_certificate: None,
             attributes: Default::default(),
+            algorithms: Vec::new(),
         })
     }
 }

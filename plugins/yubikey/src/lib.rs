@@ -201,6 +201,7 @@ fn read_slot(session: &mut Session<'_>, slot: SlotId) -> CardResult<Option<KeyDe
         version: None,
         openpgp_certificate: None,
         attributes: BTreeMap::new(),
+        algorithms: Vec::new(),
     }))
 }
 

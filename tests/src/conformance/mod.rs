@@ -44,14 +44,40 @@ pub async fn check_backend(client: &Client, backend: &str) {
     );
     let mut failures = Vec::new();
     for id in &ids {
-        failures.extend(key_failures(client, id).await);
+        failures.extend(key_failures(client, id, None).await);
+    }
+    report(failures);
+}
+
+/// Like [`check_backend`] for a backend whose keys may sign with fewer algorithms than their
+/// spec allows (a Parsec key's policy): `expected` names, for every key of the backend, the
+/// algorithms it must list (the default first), each of which must then sign and verify.
+pub async fn check_backend_with(client: &Client, backend: &str, expected: &[(&str, &[Alg])]) {
+    let keys = client.list_keys().await.expect("ListKeys");
+    let ids: Vec<String> = keys
+        .iter()
+        .filter(|k| k.backend == backend)
+        .map(|k| k.key_id.clone())
+        .collect();
+    assert!(
+        !ids.is_empty(),
+        "backend {backend:?} lists no keys; all keys: {keys:?}"
+    );
+    let mut failures = Vec::new();
+    for id in &ids {
+        match expected.iter().find(|(key, _)| key == id) {
+            Some((_, algorithms)) => {
+                failures.extend(key_failures(client, id, Some(algorithms.to_vec())).await);
+            }
+            None => failures.push(format!("{id}: the test names no algorithms for this key")),
+        }
     }
     report(failures);
 }
 
 /// Checks one key; panics listing all failures.
 pub async fn check_key(client: &Client, key_id: &str) {
-    report(key_failures(client, key_id).await);
+    report(key_failures(client, key_id, None).await);
 }
 
 fn report(failures: Vec<String>) {
@@ -69,6 +95,8 @@ struct Subject<'a> {
     raw: SignerClient<Channel>,
     key_id: &'a str,
     spec: KeySpec,
+    /// The algorithms the key must list, the default first.
+    expected: Vec<Alg>,
     public_key: PublicKey,
     pem_path: PathBuf,
     work: tempfile::TempDir,
@@ -95,7 +123,7 @@ impl Subject<'_> {
     }
 }
 
-async fn key_failures(client: &Client, key_id: &str) -> Vec<String> {
+async fn key_failures(client: &Client, key_id: &str, expected: Option<Vec<Alg>>) -> Vec<String> {
     let public_key = match client.public_key(key_id).await {
         Ok(pk) => pk,
         Err(e) => return vec![format!("{key_id}: GetPublicKey failed: {e}")],
@@ -107,11 +135,13 @@ async fn key_failures(client: &Client, key_id: &str) -> Vec<String> {
     let work = tempfile::tempdir().expect("temp dir");
     let pem_path = work.path().join("pub.pem");
     fs::write(&pem_path, &public_key.pem).expect("write pub.pem");
+    let spec = public_key.info.key_spec();
     let mut subject = Subject {
         client,
         raw,
         key_id,
-        spec: public_key.info.key_spec(),
+        spec,
+        expected: expected.unwrap_or_else(|| expected_algorithms(spec).to_vec()),
         public_key,
         pem_path,
         work,

@@ -31,7 +31,19 @@ pub(super) async fn check_public_key(s: &mut Subject<'_>) {
         format!("algorithms hold unknown values: {:?}", info.algorithms)
     });
     let spec = s.spec;
-    let expected = expected_algorithms(spec);
+    let expected = s.expected.clone();
+    s.check(
+        expected
+            .iter()
+            .all(|a| expected_algorithms(spec).contains(a)),
+        || {
+            format!(
+                "the test expects {expected:?}, not all of which a {} key can do",
+                spec.name()
+            )
+        },
+    );
+    let expected = &expected[..];
     let as_set = |algs: &[Alg]| algs.iter().map(|a| a.name()).collect::<BTreeSet<_>>();
     s.check(as_set(&listed) == as_set(expected), || {
         format!(

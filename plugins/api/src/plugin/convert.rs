@@ -59,19 +59,42 @@ pub(crate) fn description_to_wire(key: KeyDescription) -> wire::KeyDescription {
         version: key.version.unwrap_or_default(),
         openpgp_certificate: key.openpgp_certificate.unwrap_or_default(),
         attributes: key.attributes.into_iter().collect(),
+        algorithms: key
+            .algorithms
+            .into_iter()
+            .map(|a| api::SignatureAlgorithm::from(a) as i32)
+            .collect(),
     }
 }
 
 pub(crate) fn description_from_wire(
     key: wire::KeyDescription,
 ) -> Result<KeyDescription, BackendError> {
+    let spec = spec_from_wire(key.spec)?;
+    let mut algorithms = Vec::with_capacity(key.algorithms.len());
+    for number in key.algorithms {
+        let algorithm = algorithm_from_wire(number).map_err(|_| {
+            BackendError::Internal(format!(
+                "the plugin lists an unknown algorithm {number} for key {:?}",
+                key.reference
+            ))
+        })?;
+        if !spec.supports(algorithm) {
+            return Err(BackendError::Internal(format!(
+                "the plugin says {spec} key {:?} signs with {algorithm}, which a {spec} key cannot",
+                key.reference
+            )));
+        }
+        algorithms.push(algorithm);
+    }
     Ok(KeyDescription {
-        spec: spec_from_wire(key.spec)?,
+        spec,
         reference: key.reference,
         public_key_der: key.public_key_der,
         version: Some(key.version).filter(|v| !v.is_empty()),
         openpgp_certificate: Some(key.openpgp_certificate).filter(|c| !c.is_empty()),
         attributes: key.attributes.into_iter().collect(),
+        algorithms,
     })
 }
 
