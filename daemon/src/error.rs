@@ -6,17 +6,19 @@ use keyward_plugin_api::verify::VerifyError;
 use keyward_plugin_api::{BackendError, status};
 use tonic::{Code, Status};
 
+use crate::shown::{self, quoted};
+
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
     /// No key with this id.
-    #[error("no key {key_id:?} in this agent; `keyward keys list` shows the keys it has")]
+    #[error("no key {} in this agent; `keyward keys list` shows the keys it has", quoted(.key_id))]
     KeyNotFound {
         /// The id asked for.
         key_id: String,
     },
     /// No backend instance with this name.
-    #[error("no backend named {backend:?} in this agent's config; the backends are: {known}")]
+    #[error("no backend named {} in this agent's config; the backends are: {known}", quoted(.backend))]
     BackendNotFound {
         /// The name asked for.
         backend: String,
@@ -24,7 +26,7 @@ pub enum AgentError {
         known: String,
     },
     /// A key with this id exists already.
-    #[error("a key with id {key_id:?} already exists; choose another id")]
+    #[error("a key with id {} already exists; choose another id", quoted(.key_id))]
     AlreadyExists {
         /// The id asked for.
         key_id: String,
@@ -40,7 +42,7 @@ pub enum AgentError {
     #[error("{0}")]
     FailedPrecondition(String),
     /// A backend failed; its message is wrapped with the key and backend.
-    #[error("key {key_id:?} on backend {backend:?}: {source}")]
+    #[error("key {} on backend {}: {source}", quoted(.key_id), quoted(.backend))]
     Backend {
         /// The key, or the id being created.
         key_id: String,
@@ -50,7 +52,7 @@ pub enum AgentError {
         source: BackendError,
     },
     /// A backend failed an operation on the backend itself (no key: `UnlockBackend`).
-    #[error("backend {backend:?}: {source}")]
+    #[error("backend {}: {source}", quoted(.backend))]
     BackendCall {
         /// The backend instance.
         backend: String,
@@ -59,7 +61,9 @@ pub enum AgentError {
     },
     /// The backend returned a signature that does not verify; it was withheld.
     #[error(
-        "key {key_id:?} on backend {backend:?}: the backend returned a signature that failed verification and was withheld ({source}); check the backend's health and configuration"
+        "key {} on backend {}: the backend returned a signature that failed verification and was withheld ({source}); check the backend's health and configuration",
+        quoted(.key_id),
+        quoted(.backend)
     )]
     BadSignature {
         /// The key.
@@ -95,7 +99,8 @@ pub enum AgentError {
 
 /// Maps an error to the status a client gets. This is the only place that chooses codes; a
 /// backend's failure gets the code of its kind from the table both sides of the plugin
-/// protocol share ([`keyward_plugin_api::status::code_of`]).
+/// protocol share ([`keyward_plugin_api::status::code_of`]). The message is bounded and escaped
+/// ([`shown::message`]).
 pub fn to_status(error: &AgentError) -> Status {
     let code = match error {
         AgentError::KeyNotFound { .. } | AgentError::BackendNotFound { .. } => Code::NotFound,
@@ -111,7 +116,9 @@ pub fn to_status(error: &AgentError) -> Status {
         AgentError::Reloaded => Code::Aborted,
         AgentError::BadSignature { .. } | AgentError::Internal(_) => Code::Internal,
     };
-    let mut status = Status::new(code, error.to_string());
+    // Bounded and escaped whatever went into it (a backend's message, a caller's id): it is sent
+    // as `grpc-message`, and a client's header limit must not turn it into another error.
+    let mut status = Status::new(code, shown::message(&error.to_string()).to_string());
     let retry_after = match error {
         AgentError::Backend { source, .. } | AgentError::BackendCall { source, .. } => {
             status::retry_after_of(source)

@@ -27,8 +27,12 @@ pub fn init(format: LogFormat) {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Json => builder.json().init(),
-        LogFormat::Text if stderr_is_journal() => builder.without_time().init(),
-        LogFormat::Text => builder.init(),
+        // Every field and message escaped: no caller string or plugin line can forge a line.
+        LogFormat::Text if stderr_is_journal() => builder
+            .fmt_fields(crate::shown::EscapingFields)
+            .without_time()
+            .init(),
+        LogFormat::Text => builder.fmt_fields(crate::shown::EscapingFields).init(),
     }
 }
 

@@ -16,8 +16,7 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::future::Future;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +32,8 @@ use keyward_plugin_api::{
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, watch};
+
+pub use crate::plugin_exec::check_executable;
 
 /// Everything needed to start one plugin process.
 #[derive(Debug, Clone)]
@@ -114,54 +115,6 @@ pub struct Snapshot {
 #[derive(Debug, Clone)]
 pub struct PluginBackend {
     shared: Arc<Shared>,
-}
-
-/// Refuses a plugin executable that is not a regular executable file owned by root or the
-/// daemon's user, or that others could write.
-pub fn check_executable(program: &Path) -> Result<PathBuf, String> {
-    let resolved = if program.components().count() == 1 {
-        find_in_path(program).ok_or_else(|| {
-            format!(
-                "plugin executable {} is not on PATH; give its absolute path",
-                program.display()
-            )
-        })?
-    } else {
-        program.to_path_buf()
-    };
-    let shown = resolved.display();
-    let meta =
-        std::fs::metadata(&resolved).map_err(|e| format!("plugin executable {shown}: {e}"))?;
-    if !meta.is_file() {
-        return Err(format!("plugin executable {shown} is not a regular file"));
-    }
-    if meta.mode() & 0o111 == 0 {
-        return Err(format!(
-            "plugin executable {shown} is not executable (chmod +x it)"
-        ));
-    }
-    let own_uid = rustix::process::getuid().as_raw();
-    if meta.uid() != 0 && meta.uid() != own_uid {
-        return Err(format!(
-            "plugin executable {shown} belongs to uid {}; it must belong to root or to this daemon's uid {own_uid}",
-            meta.uid()
-        ));
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        return Err(format!(
-            "plugin executable {shown} is writable by group or others (mode {:04o}); run `chmod go-w {shown}`",
-            meta.permissions().mode() & 0o7777
-        ));
-    }
-    Ok(resolved)
-}
-
-fn find_in_path(program: &Path) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(program))
-        .find(|candidate| candidate.is_file())
 }
 
 impl PluginBackend {
@@ -498,6 +451,13 @@ async fn stop_child(name: &str, child: &mut Child) {
 /// Starts the process, feeds it its settings, waits for the handshake and connects.
 async fn launch(shared: &Arc<Shared>, generation: u64) -> Result<(Child, RemoteBackend), String> {
     let spec = &shared.spec;
+    // The checks of start-up, again: the file or a directory above it may have changed since.
+    if let Err(why) = check_executable(&spec.program) {
+        tracing::error!(plugin = %spec.name, program = %spec.program.display(), "refusing to start the plugin: {why}");
+        return Err(format!(
+            "its executable is refused: {why}; the backend stays down until that is fixed"
+        ));
+    }
     // Error messages quote this launch's stderr only.
     shared.stderr_tail.lock().expect("stderr tail").clear();
     let socket = spec
@@ -645,36 +605,5 @@ mod tests {
             );
         }
         assert!(backoff(30) <= Duration::from_secs(45));
-    }
-
-    #[test]
-    fn executable_checks() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("plugin");
-        std::fs::write(&path, "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(
-            check_executable(&path)
-                .unwrap_err()
-                .contains("not executable")
-        );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o757)).unwrap();
-        assert!(
-            check_executable(&path)
-                .unwrap_err()
-                .contains("writable by group or others")
-        );
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(check_executable(&path).unwrap(), path);
-        assert!(
-            check_executable(dir.path())
-                .unwrap_err()
-                .contains("not a regular file")
-        );
-        assert!(
-            check_executable(Path::new("surely-not-on-path-xyz"))
-                .unwrap_err()
-                .contains("not on PATH")
-        );
     }
 }

@@ -8,8 +8,8 @@
 //! processes are stopped once the requests that started on them have finished.
 //!
 //! What a reload cannot change without dropping connections or the audit chain (`socket`,
-//! `state_dir`, `[audit]`, `[tls]`, `[metrics]`, `log_format`, the `[ssh_agent]` socket) keeps
-//! its running value, with a warning to restart.
+//! `state_dir`, `[audit]`, `[tls]`, `[metrics]`, `log_format`, the `[ssh_agent]` socket, the
+//! connection settings of `[limits]`) keeps its running value, with a warning to restart.
 
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -123,6 +123,9 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<&'static str
         new.log_format = running.log_format;
         kept.push("log_format");
     }
+    if new.limits.keep_connection_settings(&running.limits) {
+        kept.push("the connection settings of [limits]");
+    }
     kept
 }
 
@@ -184,8 +187,20 @@ mod tests {
         assert_eq!(new.socket, running.socket);
         assert_eq!(new.audit, None);
 
-        let mut same = config(&format!("socket = \"/tmp/one.sock\"\n{B}"));
+        let mut same = config(&format!(
+            "socket = \"/tmp/one.sock\"\n[limits]\nmax_message_bytes = 128\n{B}"
+        ));
         assert!(keep_restart_only(&running, &mut same).is_empty());
+        assert_eq!(same.limits.max_message_bytes, 128, "message caps do change");
+
+        let mut fewer = config(&format!(
+            "socket = \"/tmp/one.sock\"\n[limits]\nmax_connections = 2\n{A}"
+        ));
+        assert_eq!(
+            keep_restart_only(&running, &mut fewer),
+            ["the connection settings of [limits]"]
+        );
+        assert_eq!(fewer.limits.max_connections, running.limits.max_connections);
     }
 
     #[test]

@@ -13,7 +13,6 @@ use keyward_proto::v1::key_admin_server::KeyAdminServer;
 use keyward_proto::v1::signer_server::SignerServer;
 use tokio::net::UnixListener;
 use tokio::sync::mpsc;
-use tonic::transport::Server;
 use tower::Layer;
 
 use crate::audit::Auditor;
@@ -48,8 +47,6 @@ impl From<String> for DaemonError {
     }
 }
 
-/// Longest message a client may send (an Ed25519 message is sent whole).
-const MAX_REQUEST_BYTES: usize = 64 << 20;
 /// How long in-flight requests get to finish after SIGTERM.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -274,20 +271,28 @@ impl Daemon {
             config.admin_uids.clone(),
         ));
         let policies = Arc::new(Policies::from_config(config));
-        let core = SigningCore::new(registry.clone(), policies.clone(), audit.clone());
+        let limits = Arc::new(config.limits.clone());
+        let core = SigningCore::new(registry.clone(), policies.clone(), audit.clone())
+            .with_limits(limits.clone());
         let ssh = config.ssh_agent.as_ref().map(|ssh| ssh_agent::Offer {
             core: core.clone(),
             auth: auth.clone(),
             keys: ssh.keys.clone().into(),
         });
-        // The caller layer authenticates every RPC of both services (grpc/layer.rs).
+        // The caller layer authenticates every RPC of both services (grpc/layer.rs). The
+        // decoders refuse a request larger than the largest the config allows before decoding
+        // it; the handlers then check each field's bound (limits.rs).
         let signer = CallerLayer::signer(auth.clone(), audit.clone()).layer(
             SignerServer::new(SignerService::new(core))
-                .max_decoding_message_size(MAX_REQUEST_BYTES),
+                .max_decoding_message_size(limits.signer_decoding_limit()),
         );
-        let admin = CallerLayer::admin(auth.clone(), audit.clone()).layer(KeyAdminServer::new(
-            AdminService::new(registry.clone(), policies, audit.clone()),
-        ));
+        let admin = CallerLayer::admin(auth.clone(), audit.clone()).layer(
+            KeyAdminServer::new(
+                AdminService::new(registry.clone(), policies, audit.clone())
+                    .with_limits(limits.clone()),
+            )
+            .max_decoding_message_size(limits.admin_decoding_limit()),
+        );
         // Status is for every caller; the admin decision only adds details (grpc/agent.rs).
         let status = StatusSource {
             registry: registry.clone(),
@@ -295,8 +300,10 @@ impl Daemon {
             config: config.clone(),
             audit: audit.clone(),
         };
-        let agent = CallerLayer::admin(auth, audit.clone())
-            .layer(AgentServer::new(AgentService::new(Arc::new(status))));
+        // A status request has no fields worth more than a few bytes.
+        let agent = CallerLayer::admin(auth, audit.clone()).layer(
+            AgentServer::new(AgentService::new(Arc::new(status))).max_decoding_message_size(4096),
+        );
         Generation {
             registry,
             signer,
@@ -349,7 +356,7 @@ impl Daemon {
                 let incoming = tokio::net::TcpListener::bind(tls.listen)
                     .await
                     .map_err(|e| format!("[tls] cannot listen on {}: {e}", tls.listen))?;
-                let server = Server::builder()
+                let server = transport::server(&self.config.limits)
                     .tls_config(tls.server_config()?)
                     .map_err(|e| {
                         format!("[tls] the certificate, key or client_ca is unusable: {e}")
@@ -365,14 +372,15 @@ impl Daemon {
                 Some(server)
             }
         };
-        let local = Server::builder()
+        let admission = transport::Admission::new((&self.config.limits).into());
+        let local = transport::server(&self.config.limits)
             .add_service(health_service)
             .add_service(reflection)
             .add_service(signer.clone())
             .add_service(admin.clone())
             .add_service(agent.clone())
             .serve_with_incoming_shutdown(
-                transport::unix_incoming(listener),
+                transport::unix_incoming(listener, admission),
                 stopped(stop_rx.clone()),
             );
         // The ssh-agent socket: a second front-end over the same signing core (ssh_agent/).

@@ -5,6 +5,8 @@
 //! same policies, rate limits and audit records (its event is `ssh`, see [`Via`]). A request reaches the core with an authenticated
 //! [`Caller`] (the caller layer's); the core then:
 //!
+//! 0. checks the request's sizes against their bounds ([`check_bounds`]) before anything else
+//!    reads it: the key id, the purpose, the digest, the message (its key's cap, [`Limits`]);
 //! 1. resolves the key ([`crate::keys::Registry`]);
 //! 2. turns the request into a [`SignOp`] for that key: the algorithm (the key's default when
 //!    none is named) must fit the key, the input must be a digest of the hash's length (RSA,
@@ -27,10 +29,12 @@ use crate::audited::{Audited, refusal_result};
 use crate::auth::Caller;
 use crate::error::AgentError;
 use crate::keys::{Registry, ResolvedKey};
+use crate::limits::{self, Limits, check_len};
 use crate::policy::{Applied, ExeHashCache, Policies, ProcessInfo, SignAttempt, inspect_process};
+use crate::shown::{quoted, shown};
 
 /// Longest `purpose` accepted, in bytes.
-pub const MAX_PURPOSE_LEN: usize = 256;
+pub const MAX_PURPOSE_LEN: usize = limits::MAX_PURPOSE_BYTES;
 
 /// The purposes only the ssh-agent socket sets (`ssh:auth`, `ssh:sig:<namespace>`,
 /// `ssh:other`, from the data it signs); a gRPC request may not claim them, so a policy's
@@ -136,12 +140,42 @@ pub fn operation<'a>(
     SignOp::new(algorithm, input).map_err(|e| e.to_string())
 }
 
+/// Checks the sizes of what a caller sent before anything else reads it: the key id, the
+/// purpose, a digest (at most a SHA-512), a message (at most its key's cap,
+/// [`Limits::message_cap`]). The error names the key (cut and escaped) and says what to do.
+pub fn check_bounds(limits: &Limits, request: &SignRequest<'_>) -> Result<(), AgentError> {
+    check_len("key id", request.key_id, limits::MAX_KEY_ID_BYTES).map_err(|m| {
+        AgentError::InvalidArgument(format!("{m}; no key id is longer than 257 bytes"))
+    })?;
+    let key = quoted(request.key_id);
+    check_len("purpose", request.purpose, limits::MAX_PURPOSE_BYTES)
+        .map_err(|m| AgentError::InvalidArgument(format!("key {key}: {m}")))?;
+    match request.input {
+        SignInput::Digest(digest) if digest.len() > limits::MAX_DIGEST_BYTES => {
+            Err(AgentError::InvalidArgument(format!(
+                "key {key}: the digest is {} bytes long; no digest is longer than {} bytes (SHA-512); send the digest, not the data",
+                digest.len(),
+                limits::MAX_DIGEST_BYTES
+            )))
+        }
+        SignInput::Message(message) if message.len() > limits.message_cap(request.key_id) => {
+            Err(AgentError::InvalidArgument(format!(
+                "key {key}: the message is {} bytes long and this key signs messages of at most {} bytes; raise max_message_bytes on the key's [[key]] table (or in [limits]) to sign longer ones",
+                message.len(),
+                limits.message_cap(request.key_id)
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Authorises, audits, signs and verifies: see the module documentation.
 #[derive(Debug, Clone)]
 pub struct SigningCore {
     registry: Arc<Registry>,
     policies: Arc<Policies>,
     exe_hashes: Arc<ExeHashCache>,
+    limits: Arc<Limits>,
     audit: Auditor,
 }
 
@@ -152,8 +186,16 @@ impl SigningCore {
             registry,
             policies,
             exe_hashes: Arc::default(),
+            limits: Arc::default(),
             audit,
         }
+    }
+
+    /// The same core with `limits` (the config's `[limits]`; the defaults otherwise).
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.exe_hashes = Arc::new(ExeHashCache::with_max_bytes(limits.max_executable_bytes));
+        self.limits = limits;
+        self
     }
 
     /// The registry it signs with.
@@ -174,6 +216,18 @@ impl SigningCore {
         request: SignRequest<'_>,
     ) -> Result<Signed, AgentError> {
         let started = Instant::now();
+        if let Err(refused) = check_bounds(&self.limits, &request) {
+            let refused = self
+                .refuse_via(
+                    caller,
+                    request.via,
+                    request.key_id,
+                    request.purpose,
+                    refused,
+                )
+                .await;
+            return Err(refused);
+        }
         let mut audited = Audited::new(&self.audit, request.via.event(), caller);
         audited.record.key = request.key_id.to_string();
         audited.record.purpose = request.purpose.to_string();
@@ -191,7 +245,7 @@ impl SigningCore {
             Ok(decided) => decided,
             Err(refused) => {
                 let result = refusal_result(&refused);
-                tracing::warn!(key = %request.key_id, caller = %caller, pid = ?pid, "sign {result}: {refused}");
+                tracing::warn!(key = %shown(request.key_id), caller = %caller, pid = ?pid, "sign {result}: {refused}");
                 return Err(audited.refuse(refused).await);
             }
         };
@@ -209,7 +263,7 @@ impl SigningCore {
                     algorithm = %signed.algorithm,
                     caller = %caller,
                     pid = ?pid,
-                    purpose = %request.purpose,
+                    purpose = %shown(request.purpose),
                     key_version = %signed.key_version,
                     micros = started.elapsed().as_micros() as u64,
                     "signed"
@@ -230,8 +284,9 @@ impl SigningCore {
         }
     }
 
-    /// Records a sign request the front-end could not even parse (an unknown algorithm
-    /// number, no input) and returns the refusal.
+    /// Records a sign request refused before it reached the key (too large, or one the
+    /// front-end could not even parse: an unknown algorithm number, no input) and returns the
+    /// refusal. The key id is recorded and logged cut to its bound.
     pub async fn refuse(&self, caller: &Caller, key_id: &str, error: AgentError) -> AgentError {
         self.refuse_via(caller, Via::Grpc, key_id, "", error).await
     }
@@ -247,9 +302,9 @@ impl SigningCore {
         error: AgentError,
     ) -> AgentError {
         let mut audited = Audited::new(&self.audit, via.event(), caller);
-        audited.record.key = key_id.to_string();
-        audited.record.purpose = purpose.to_string();
-        tracing::warn!(key = %key_id, caller = %caller, "sign {}: {error}", refusal_result(&error));
+        audited.record.key = crate::shown::bounded(key_id).into_owned();
+        audited.record.purpose = crate::shown::bounded(purpose).into_owned();
+        tracing::warn!(key = %shown(key_id), caller = %caller, "sign {}: {error}", refusal_result(&error));
         audited.refuse(error).await
     }
 
@@ -274,9 +329,15 @@ impl SigningCore {
             request.input,
             request.purpose,
         )
-        .map_err(|m| AgentError::InvalidArgument(format!("key {:?}: {m}", key.id.as_str())))?;
+        .map_err(|m| {
+            AgentError::InvalidArgument(format!("key {}: {m}", quoted(key.id.as_str())))
+        })?;
         record.algorithm = op.algorithm().name().to_string();
         let applied = self.applied_policies(&key).await?;
+        // The caller's uid, gid or certificate first: a caller those rules refuse costs no
+        // /proc read and no hash of its executable.
+        self.policies
+            .check_identity(&applied, caller, key.id.as_str())?;
         let process = self.inspect(caller, &applied).await;
         let attempt = SignAttempt {
             key_id: key.id.as_str(),
@@ -336,16 +397,8 @@ impl SigningCore {
         if !applied.iter().any(|a| a.rules.names_executables()) {
             return ProcessInfo::default();
         }
-        let pid = local.pid;
         let hash = applied.iter().any(|a| a.rules.pins_executables());
-        let cache = self.exe_hashes.clone();
-        // Hashing reads the whole binary the first time: keep it off the async workers.
-        tokio::task::spawn_blocking(move || inspect_process(pid, hash, &cache))
-            .await
-            .unwrap_or_else(|e| ProcessInfo {
-                exe: Some(Err(format!("inspecting the caller failed: {e}"))),
-                sha256: None,
-            })
+        inspect_process(local.pid, hash, &self.exe_hashes).await
     }
 
     /// Has the backend sign `op`, verifies the signature and encodes it as asked.

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use backend::{RawBackend, parse_backend};
 
 use crate::audit::AuditConfig;
+use crate::limits::{Limits, MAX_MESSAGE_CAP};
 use crate::metrics::MetricsConfig;
 use crate::paths;
 use crate::policy::PolicyRules;
@@ -102,6 +103,7 @@ struct RawConfig {
     default_policy: Option<toml::Spanned<toml::Table>>,
     audit: Option<toml::Spanned<toml::Table>>,
     tls: Option<toml::Spanned<toml::Table>>,
+    limits: Option<toml::Spanned<toml::Table>>,
     ssh_agent: Option<toml::Spanned<toml::Table>>,
     metrics: Option<toml::Spanned<toml::Table>>,
     log_format: Option<toml::Spanned<String>>,
@@ -120,6 +122,7 @@ struct RawKey {
     #[serde(rename = "ref")]
     reference: String,
     certificate_chain: Option<PathBuf>,
+    max_message_bytes: Option<u64>,
     policy: Option<toml::Spanned<toml::Table>>,
 }
 
@@ -142,6 +145,8 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// `[tls]`: the mutual-TLS listener.
     pub tls: Option<TlsConfig>,
+    /// `[limits]`, with each `[[key]]`'s `max_message_bytes`.
+    pub limits: Limits,
     /// `[ssh_agent]`: the ssh-agent socket.
     pub ssh_agent: Option<SshAgentConfig>,
     /// `[metrics]`: the Prometheus endpoint.
@@ -250,6 +255,14 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         backends.push(backend);
     }
 
+    let mut limits = match raw.limits {
+        None => Limits::default(),
+        Some(table) => {
+            let line = source.line_of(table.span().start);
+            Limits::parse(table.into_inner())
+                .map_err(|m| ConfigError::at(source, Some(line), format!("[limits]: {m}")))?
+        }
+    };
     let mut keys = Vec::new();
     let mut ids = HashSet::new();
     let mut refs = BTreeMap::new();
@@ -291,6 +304,16 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
                 Some((path, chain))
             }
         };
+        if let Some(cap) = key.max_message_bytes {
+            if !(64..=MAX_MESSAGE_CAP as u64).contains(&cap) {
+                return Err(err(format!(
+                    "max_message_bytes = {cap} is out of range; use 64 to {MAX_MESSAGE_CAP}"
+                )));
+            }
+            limits
+                .key_message_bytes
+                .insert(key.id.clone(), cap as usize);
+        }
         let policy = match key.policy {
             None => None,
             Some(table) => Some(policy_table(
@@ -407,6 +430,7 @@ pub fn parse(source: &ConfigSource, overrides: &Overrides) -> Result<Config, Con
         default_policy,
         audit,
         tls,
+        limits,
         ssh_agent,
         metrics,
         log_format,

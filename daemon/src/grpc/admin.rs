@@ -20,7 +20,9 @@ use crate::audited::Audited;
 use crate::auth::AdminCaller;
 use crate::error::AgentError;
 use crate::keys::Registry;
+use crate::limits::{self, Limits, check_len};
 use crate::policy::Policies;
+use crate::shown::{bounded, shown};
 
 /// The `KeyAdmin` service.
 #[derive(Debug, Clone)]
@@ -28,6 +30,7 @@ pub struct AdminService {
     registry: Arc<Registry>,
     policies: Arc<Policies>,
     audit: Auditor,
+    limits: Arc<Limits>,
 }
 
 impl AdminService {
@@ -38,24 +41,39 @@ impl AdminService {
             registry,
             policies,
             audit,
+            limits: Arc::default(),
         }
     }
 
+    /// The same service with `limits` (the config's `[limits]`; the defaults otherwise).
+    pub fn with_limits(mut self, limits: Arc<Limits>) -> Self {
+        self.limits = limits;
+        self
+    }
+
     /// The admin who sent `request` and the audit trail of its `event`, described by
-    /// `describe`; a caller who may not manage keys is refused here, with a `denied` record.
+    /// `describe` (every caller string cut to its bound, [`bounded`]). A request with a field
+    /// over its bound (`bounds`) is refused first, with an `error` record; then a caller who
+    /// may not manage keys, with a `denied` record.
     async fn begin<T>(
         &self,
         request: &Request<T>,
         event: &'static str,
+        bounds: impl FnOnce(&T, &Limits) -> Result<(), String>,
         describe: impl FnOnce(&T, &mut crate::audit::Record),
     ) -> Result<(AdminCaller, Audited<'_>), Status> {
         let caller = caller_of(request)?;
         let mut audited = Audited::new(&self.audit, event, &caller);
         describe(request.get_ref(), &mut audited.record);
+        if let Err(why) = bounds(request.get_ref(), &self.limits) {
+            let refused = AgentError::InvalidArgument(why);
+            tracing::warn!(event, key = %shown(&audited.record.key), "refused: {refused}");
+            return Err(audited.refuse(refused).await.into());
+        }
         match admin_of(request)? {
             Ok(admin) => Ok((admin, audited)),
             Err(denied) => {
-                tracing::warn!(event, key = %audited.record.key, "refused: {denied}");
+                tracing::warn!(event, key = %shown(&audited.record.key), "refused: {denied}");
                 Err(audited.refuse(denied).await.into())
             }
         }
@@ -69,10 +87,19 @@ impl KeyAdmin for AdminService {
         request: Request<v1::GenerateKeyRequest>,
     ) -> Result<Response<v1::GenerateKeyResponse>, Status> {
         let (admin, mut audited) = self
-            .begin(&request, "generate_key", |r, record| {
-                record.key = r.key_id.clone();
-                record.backend = r.backend.clone();
-            })
+            .begin(
+                &request,
+                "generate_key",
+                |r, _| {
+                    check_len("key id", &r.key_id, limits::MAX_KEY_ID_BYTES)?;
+                    check_len("backend name", &r.backend, limits::MAX_BACKEND_NAME_BYTES)?;
+                    check_options(&r.options)
+                },
+                |r, record| {
+                    record.key = bounded(&r.key_id).into_owned();
+                    record.backend = bounded(&r.backend).into_owned();
+                },
+            )
             .await?;
         let request = request.into_inner();
         let spec = v1::KeySpec::try_from(request.key_spec)
@@ -80,8 +107,8 @@ impl KeyAdmin for AdminService {
             .and_then(|s| KeySpec::try_from(s).ok());
         let Some(spec) = spec else {
             let error = AgentError::InvalidArgument(format!(
-                "key {:?}: choose a key spec: {}",
-                request.key_id,
+                "key {}: choose a key spec: {}",
+                crate::shown::quoted(&request.key_id),
                 KeySpec::ALL.map(|s| s.name()).join(", ")
             ));
             return Err(audited.refuse(error).await.into());
@@ -90,10 +117,10 @@ impl KeyAdmin for AdminService {
         let options: BTreeMap<String, String> = request.options.into_iter().collect();
         let shown_options = options
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| format!("{}={}", shown(k), shown(v)))
             .collect::<Vec<_>>()
             .join(",");
-        tracing::info!(key = %request.key_id, backend = %request.backend, %spec, options = %shown_options, caller = %admin.caller(), "generating a key");
+        tracing::info!(key = %shown(&request.key_id), backend = %shown(&request.backend), %spec, options = %shown_options, caller = %admin.caller(), "generating a key");
         let key = audited
             .run(
                 self.registry
@@ -114,17 +141,29 @@ impl KeyAdmin for AdminService {
         request: Request<v1::AttachCertificateChainRequest>,
     ) -> Result<Response<v1::AttachCertificateChainResponse>, Status> {
         let (admin, mut audited) = self
-            .begin(&request, "attach_certificate_chain", |r, record| {
-                record.key = r.key_id.clone();
-                record.digest =
-                    hex::encode(sha2::Sha256::digest(r.certificate_chain_pem.as_bytes()));
-            })
+            .begin(
+                &request,
+                "attach_certificate_chain",
+                |r, limits| {
+                    check_len("key id", &r.key_id, limits::MAX_KEY_ID_BYTES)?;
+                    check_size(
+                        "certificate chain",
+                        r.certificate_chain_pem.len(),
+                        limits.max_certificate_bytes,
+                    )
+                },
+                |r, record| {
+                    record.key = bounded(&r.key_id).into_owned();
+                    record.digest =
+                        hex::encode(sha2::Sha256::digest(r.certificate_chain_pem.as_bytes()));
+                },
+            )
             .await?;
         let request = request.into_inner();
         if let Ok(key) = self.registry.resolve(&request.key_id).await {
             audited.record.backend = key.backend_name.clone();
         }
-        tracing::info!(key = %request.key_id, caller = %admin.caller(), "attaching a certificate chain");
+        tracing::info!(key = %shown(&request.key_id), caller = %admin.caller(), "attaching a certificate chain");
         let key = audited
             .run(
                 self.registry
@@ -133,7 +172,7 @@ impl KeyAdmin for AdminService {
             )
             .await
             .inspect_err(|e| {
-                tracing::warn!(key = %request.key_id, caller = %admin.caller(), "certificate chain refused: {e}");
+                tracing::warn!(key = %shown(&request.key_id), caller = %admin.caller(), "certificate chain refused: {e}");
             })?;
         Ok(Response::new(v1::AttachCertificateChainResponse {
             key: Some(key_info(&key)),
@@ -146,16 +185,28 @@ impl KeyAdmin for AdminService {
         request: Request<v1::AttachOpenPgpCertificateRequest>,
     ) -> Result<Response<v1::AttachOpenPgpCertificateResponse>, Status> {
         let (admin, mut audited) = self
-            .begin(&request, "attach_openpgp_certificate", |r, record| {
-                record.key = r.key_id.clone();
-                record.digest = hex::encode(sha2::Sha256::digest(&r.certificate));
-            })
+            .begin(
+                &request,
+                "attach_openpgp_certificate",
+                |r, limits| {
+                    check_len("key id", &r.key_id, limits::MAX_KEY_ID_BYTES)?;
+                    check_size(
+                        "OpenPGP certificate",
+                        r.certificate.len(),
+                        limits.max_certificate_bytes,
+                    )
+                },
+                |r, record| {
+                    record.key = bounded(&r.key_id).into_owned();
+                    record.digest = hex::encode(sha2::Sha256::digest(&r.certificate));
+                },
+            )
             .await?;
         let request = request.into_inner();
         if let Ok(key) = self.registry.resolve(&request.key_id).await {
             audited.record.backend = key.backend_name.clone();
         }
-        tracing::info!(key = %request.key_id, caller = %admin.caller(), "attaching an OpenPGP certificate");
+        tracing::info!(key = %shown(&request.key_id), caller = %admin.caller(), "attaching an OpenPGP certificate");
         let (key, fingerprint) = audited
             .run(
                 self.registry
@@ -164,7 +215,7 @@ impl KeyAdmin for AdminService {
             )
             .await
             .inspect_err(|e| {
-                tracing::warn!(key = %request.key_id, caller = %admin.caller(), "OpenPGP certificate refused: {e}");
+                tracing::warn!(key = %shown(&request.key_id), caller = %admin.caller(), "OpenPGP certificate refused: {e}");
             })?;
         Ok(Response::new(v1::AttachOpenPgpCertificateResponse {
             key: Some(key_info(&key)),
@@ -183,9 +234,18 @@ impl KeyAdmin for AdminService {
     ) -> Result<Response<v1::UnlockBackendResponse>, Status> {
         // The PIN is in the request: it goes to the backend only, never to a log or a record.
         let (admin, mut audited) = self
-            .begin(&request, "unlock_backend", |r, record| {
-                record.backend = r.backend.clone();
-            })
+            .begin(
+                &request,
+                "unlock_backend",
+                |r, _| {
+                    check_len("backend name", &r.backend, limits::MAX_BACKEND_NAME_BYTES)?;
+                    // The PIN's length only: its bytes are never shown.
+                    check_size("PIN", r.pin.len(), limits::MAX_PIN_BYTES)
+                },
+                |r, record| {
+                    record.backend = bounded(&r.backend).into_owned();
+                },
+            )
             .await?;
         let mut request = request.into_inner();
         let pin = Secret::new(std::mem::take(&mut request.pin));
@@ -197,11 +257,12 @@ impl KeyAdmin for AdminService {
             Ok(backend) => backend.clone(),
             Err(e) => return Err(audited.refuse(e).await.into()),
         };
-        tracing::info!(backend = %backend_name, ttl_seconds = request.ttl_seconds, caller = %admin.caller(), "unlocking a backend (PIN given over the socket)");
+        tracing::info!(backend = %shown(&backend_name), ttl_seconds = request.ttl_seconds, caller = %admin.caller(), "unlocking a backend (PIN given over the socket)");
         let work = async {
             if pin.expose().is_empty() {
                 return Err(AgentError::InvalidArgument(format!(
-                    "backend {backend_name:?}: the PIN is empty; type the PIN (or pipe it on stdin) to `keyward yubikey unlock`"
+                    "backend {}: the PIN is empty; type the PIN (or pipe it on stdin) to `keyward yubikey unlock`",
+                    crate::shown::quoted(&backend_name)
                 )));
             }
             backend
@@ -213,7 +274,7 @@ impl KeyAdmin for AdminService {
                 })
         };
         audited.run(work, |_, _| {}).await.inspect_err(|e| {
-            tracing::warn!(backend = %backend_name, caller = %admin.caller(), "unlock refused: {e}");
+            tracing::warn!(backend = %shown(&backend_name), caller = %admin.caller(), "unlock refused: {e}");
         })?;
         Ok(Response::new(v1::UnlockBackendResponse {
             backend: backend_name,
@@ -226,9 +287,12 @@ impl KeyAdmin for AdminService {
         request: Request<v1::DeleteKeyRequest>,
     ) -> Result<Response<v1::DeleteKeyResponse>, Status> {
         let (admin, mut audited) = self
-            .begin(&request, "delete_key", |r, record| {
-                record.key = r.key_id.clone();
-            })
+            .begin(
+                &request,
+                "delete_key",
+                |r, _| check_len("key id", &r.key_id, limits::MAX_KEY_ID_BYTES),
+                |r, record| record.key = bounded(&r.key_id).into_owned(),
+            )
             .await?;
         let key_id = request.into_inner().key_id;
         let key = match self.registry.resolve(&key_id).await {
@@ -275,4 +339,40 @@ impl KeyAdmin for AdminService {
             notes: deleted.notes,
         }))
     }
+}
+
+/// A byte string (a certificate, a PIN) of `len` bytes, at most `max`; its content is never
+/// shown.
+fn check_size(what: &str, len: usize, max: usize) -> Result<(), String> {
+    if len <= max {
+        return Ok(());
+    }
+    Err(format!(
+        "the {what} is {len} bytes long; it may be at most {max} bytes{}",
+        if what == "PIN" {
+            ""
+        } else {
+            " (max_certificate_bytes in the daemon's [limits])"
+        }
+    ))
+}
+
+/// `GenerateKey` options: at most [`limits::MAX_OPTIONS`], each name and value bounded.
+fn check_options(options: &std::collections::HashMap<String, String>) -> Result<(), String> {
+    if options.len() > limits::MAX_OPTIONS {
+        return Err(format!(
+            "the request has {} options; a key takes at most {}",
+            options.len(),
+            limits::MAX_OPTIONS
+        ));
+    }
+    for (name, value) in options {
+        check_len("option name", name, limits::MAX_OPTION_NAME_BYTES)?;
+        check_len(
+            &format!("value of option {}", crate::shown::quoted(name)),
+            value,
+            limits::MAX_OPTION_VALUE_BYTES,
+        )?;
+    }
+    Ok(())
 }

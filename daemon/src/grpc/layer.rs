@@ -114,7 +114,8 @@ where
                 // Take the service that was polled ready, leave a fresh clone behind.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(request))
+                let call = inner.call(request);
+                Box::pin(async move { Ok(explain_too_large(call.await?)) })
             }
             Err((caller, denied)) => {
                 let event = event_of(request.uri().path());
@@ -136,6 +137,35 @@ where
             }
         }
     }
+}
+
+/// The decoder's refusal of a request larger than its limit (tonic: `OUT_OF_RANGE`, "decoded
+/// message length too large"), as an `INVALID_ARGUMENT` that says which settings bound it and
+/// what to do. The request was never decoded, so no key can be named.
+fn explain_too_large(response: http::Response<Body>) -> http::Response<Body> {
+    let Some(status) = tonic::Status::from_header_map(response.headers()) else {
+        return response;
+    };
+    if status.code() != tonic::Code::OutOfRange
+        || !status
+            .message()
+            .contains("decoded message length too large")
+    {
+        return response;
+    }
+    let sizes: Vec<&str> = status
+        .message()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|n| !n.is_empty())
+        .collect();
+    let (found, limit) = match sizes[..] {
+        [found, limit] => (found, limit),
+        _ => ("more than", "its limit of"),
+    };
+    tonic::Status::invalid_argument(format!(
+        "the request is {found} bytes, larger than the {limit} bytes this agent reads: a message to sign is at most max_message_bytes (the daemon's [limits], or the key's [[key]] max_message_bytes), a certificate at most max_certificate_bytes; sign a digest instead, or have the agent's owner raise the limit"
+    ))
+    .into_http()
 }
 
 /// The audit event of a gRPC method path (`/keyward.v1.Signer/Sign` -> `sign`).

@@ -11,6 +11,8 @@ use tonic::{Request, Response, Status};
 use super::caller_of;
 use crate::error::AgentError;
 use crate::keys::ResolvedKey;
+use crate::limits::{MAX_KEY_ID_BYTES, check_len};
+use crate::shown::quoted;
 use crate::signing::{self, SignRequest, SigningCore};
 
 /// The `Signer` service.
@@ -147,11 +149,9 @@ impl Signer for SignerService {
         request: Request<v1::GetPublicKeyRequest>,
     ) -> Result<Response<v1::GetPublicKeyResponse>, Status> {
         caller_of(&request)?;
-        let key = self
-            .core
-            .registry()
-            .resolve(&request.get_ref().key_id)
-            .await?;
+        let key_id = &request.get_ref().key_id;
+        check_len("key id", key_id, MAX_KEY_ID_BYTES).map_err(AgentError::InvalidArgument)?;
+        let key = self.core.registry().resolve(key_id).await?;
         Ok(Response::new(public_key_response(&key)?))
     }
 
@@ -164,7 +164,8 @@ impl Signer for SignerService {
         let parsed = match parse(&request) {
             Ok(parsed) => parsed,
             Err(why) => {
-                let error = AgentError::InvalidArgument(format!("key {:?}: {why}", request.key_id));
+                let error =
+                    AgentError::InvalidArgument(format!("key {}: {why}", quoted(&request.key_id)));
                 return Err(self
                     .core
                     .refuse(&caller, &request.key_id, error)

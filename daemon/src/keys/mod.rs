@@ -6,6 +6,7 @@
 //! - [`cache`]: the one cache of resolved keys, by canonical id.
 //! - [`attached`]: X.509 chains and OpenPGP certificates attached to keys, one path for both
 //!   ([`Registry::attach`]; the checks of each kind are in `attach.rs`).
+//! - `generate.rs`: [`Registry::generate`], creating a key and recording its id.
 //! - [`resolved`]: [`ResolvedKey`], a key with its public key parsed for verification.
 //!
 //! [`Registry`] ties them together: resolving an id (the signing hot path: a read lock and an
@@ -16,6 +17,7 @@ mod attach;
 pub mod attached;
 pub mod cache;
 mod delete;
+mod generate;
 pub mod id;
 pub mod names;
 pub mod resolved;
@@ -25,9 +27,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-use keyward_plugin_api::{Backend, BackendError, KeyDescription, KeySpec};
+use keyward_plugin_api::{Backend, BackendError, KeyDescription};
 
 pub use attached::Attachment;
 pub use id::KeyId;
@@ -35,7 +37,10 @@ pub use resolved::ResolvedKey;
 
 use crate::config::Config;
 use crate::error::AgentError;
-use crate::state::{CreatedKey, State};
+use crate::limits::Limits;
+use crate::ratelimit::{Exceeded, Limiter};
+use crate::shown::{quoted, shown};
+use crate::state::State;
 use attached::Attached;
 use cache::KeyCache;
 use names::Names;
@@ -50,6 +55,10 @@ struct Inner {
 #[derive(Debug)]
 pub struct Registry {
     backends: BTreeMap<String, Arc<dyn Backend>>,
+    /// `unknown_key_seconds` and `key_lookups` of the config's `[limits]`.
+    limits: Limits,
+    /// Per backend: the bucket of look-ups of ids that are not cached.
+    lookups: BTreeMap<String, Limiter>,
     inner: RwLock<Inner>,
     cache: KeyCache,
     state: State,
@@ -92,7 +101,14 @@ impl Registry {
         let (state, created) = State::open(&config.state_dir)?;
         let names = Names::new(config, created, &backends);
         let attached = Attached::load(&state, config);
+        let limits = config.limits.clone();
+        let lookups = backends
+            .keys()
+            .map(|name| (name.clone(), Limiter::new(Some(limits.key_lookups), None)))
+            .collect();
         Ok(Registry {
+            limits,
+            lookups,
             backends,
             inner: RwLock::new(Inner { names, attached }),
             cache: KeyCache::default(),
@@ -173,10 +189,69 @@ impl Registry {
     }
 
     /// Finds a key by the id a client gave, asking its backend on a cache miss.
+    ///
+    /// Before any backend call: the cache (the canonical id, then another spelling of a cached
+    /// key), then the ids recently found to name no key (`unknown_key_seconds`). What is left
+    /// and would ask a backend about an id that no name points at (a discovered-looking id) is
+    /// rate-limited per backend (`key_lookups`), so a flood of random ids cannot reach it.
     pub async fn resolve(&self, key_id: &str) -> Result<Arc<ResolvedKey>, AgentError> {
         // The canonical spelling (what ListKeys shows) is the hot path: no backend call.
         if let Some(key) = self.cache.get(key_id) {
             return Ok(key);
+        }
+        if let Some(key) = self.cache.by_spelling(key_id) {
+            return Ok(key);
+        }
+        let now = Instant::now();
+        if self.cache.is_unknown(key_id, now) {
+            return Err(AgentError::KeyNotFound {
+                key_id: key_id.to_string(),
+            });
+        }
+        let resolved = self.resolve_uncached(key_id).await;
+        match &resolved {
+            Ok(key) if key.id.as_str() != key_id => self.cache.remember_spelling(key_id, &key.id),
+            Err(AgentError::KeyNotFound { .. }) if KeyId::split_discovered(key_id).is_some() => {
+                self.cache
+                    .remember_unknown(key_id, now, now + self.limits.unknown_key_ttl)
+            }
+            _ => {}
+        }
+        resolved
+    }
+
+    /// Takes a token from `backend`'s look-up bucket, or says when to retry.
+    fn admit_lookup(&self, backend: &str, key_id: &str) -> Result<(), AgentError> {
+        let Some(limiter) = self.lookups.get(backend) else {
+            return Ok(());
+        };
+        match limiter.admit("", Instant::now()) {
+            Ok(()) => Ok(()),
+            Err(Exceeded::Key { rate, retry_after } | Exceeded::Caller { rate, retry_after }) => {
+                let retry_after = retry_after.max(std::time::Duration::from_millis(1));
+                tracing::warn!(backend, key = %shown(key_id), "too many look-ups of uncached keys; refusing");
+                Err(AgentError::RateLimited {
+                    message: format!(
+                        "key {}: backend {} is asked about keys it may not have faster than key_lookups in the daemon's [limits] allows ({rate}); keys already in use are not affected; retry in {} ms",
+                        quoted(key_id),
+                        quoted(backend),
+                        retry_after.as_millis().max(1)
+                    ),
+                    retry_after,
+                })
+            }
+        }
+    }
+
+    /// [`Registry::resolve`] past the caches.
+    async fn resolve_uncached(&self, key_id: &str) -> Result<Arc<ResolvedKey>, AgentError> {
+        let named = self.inner().names.get(key_id).is_some();
+        if !named
+            && let Some((backend, _)) = KeyId::split_discovered(key_id)
+            && self.backends.contains_key(backend)
+        {
+            self.admit_lookup(backend, key_id)?;
+            tracing::debug!(key = %shown(key_id), backend, "the key is not cached; asking its backend");
         }
         let (id, backend_name, reference) = self.locate(key_id).await?;
         if let Some(key) = self.cache.get(id.as_str()) {
@@ -415,66 +490,5 @@ impl Registry {
     /// Where the pgp plugin that checks OpenPGP certificates is looked for.
     pub fn plugin_dirs(&self) -> &[PathBuf] {
         &self.plugin_dirs
-    }
-
-    /// Creates a key pair in `backend_name` (with the backend's generate `options`, e.g. a
-    /// YubiKey slot) and records `key_id` for it.
-    pub async fn generate(
-        &self,
-        backend_name: &str,
-        key_id: &str,
-        spec: KeySpec,
-        options: &BTreeMap<String, String>,
-    ) -> Result<Arc<ResolvedKey>, AgentError> {
-        let Some(id) = KeyId::named(key_id) else {
-            return Err(AgentError::InvalidArgument(format!(
-                "{key_id:?} is not a valid key id: use 1-128 letters, digits, '.', '_' and '-', not starting with '.' or '-'"
-            )));
-        };
-        let backend = self.backend(backend_name)?.clone();
-        let _guard = self.lock_for_change().await?;
-        let taken = self.inner().names.get(key_id).is_some() || self.cache.contains(key_id);
-        if taken || backend.describe_key(key_id).await.is_ok() {
-            return Err(AgentError::AlreadyExists {
-                key_id: key_id.to_string(),
-            });
-        }
-        let description = backend
-            .generate_key_with(key_id, spec, options)
-            .await
-            .map_err(|source| AgentError::Backend {
-                key_id: key_id.to_string(),
-                backend: backend_name.to_string(),
-                source,
-            })?;
-        let created = CreatedKey {
-            id: key_id.to_string(),
-            backend: backend_name.to_string(),
-            reference: description.reference.clone(),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
-        // generate_lock is held, so nobody else changes the created keys meanwhile; the file
-        // is written without holding the registry lock, so signing goes on during the fsync.
-        let mut all = self.inner().names.created().to_vec();
-        all.push(created.clone());
-        if let Err(e) = self.state.save(&all) {
-            // The backend has no delete operation to roll back with; say where the key is.
-            return Err(AgentError::Internal(format!(
-                "the key was created in backend {backend_name:?} as {:?} but its id could not be recorded ({e}); it is served as \"{backend_name}/{}\" until the state directory is writable",
-                description.reference, description.reference
-            )));
-        }
-        self.inner
-            .write()
-            .expect("registry lock")
-            .names
-            .add_created(created, all);
-        // It may have been served under its discovered id until now.
-        self.cache
-            .evict(&KeyId::discovered(backend_name, &description.reference));
-        tracing::info!(key = %key_id, backend = %backend_name, spec = %spec, "key generated");
-        self.remember(id, backend_name, backend, description).await
     }
 }

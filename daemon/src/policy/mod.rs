@@ -173,6 +173,23 @@ impl Policies {
         })
     }
 
+    /// The rules about who the caller is (uids, gids, mTLS identities, whether local or remote
+    /// callers are allowed at all), checked before anything is learnt about the caller's
+    /// process: [`Policies::check`] checks them again with the rest.
+    pub fn check_identity(
+        &self,
+        applied: &[Applied],
+        caller: &Caller,
+        key_id: &str,
+    ) -> Result<(), AgentError> {
+        for policy in applied {
+            check_caller(&policy.rules, caller).map_err(|why| {
+                AgentError::PermissionDenied(format!("{}: {why}", policy.name(key_id)))
+            })?;
+        }
+        Ok(())
+    }
+
     /// Checks a sign request against the policies that apply to its key (`applied`, empty
     /// when the key has none). A denial is `PERMISSION_DENIED` naming the rule; an exceeded
     /// rate is `RESOURCE_EXHAUSTED` with the time to wait.
@@ -238,7 +255,34 @@ fn list<T: std::fmt::Display>(items: &[T]) -> String {
 }
 
 fn check_rules(rules: &PolicyRules, attempt: &SignAttempt<'_>) -> Result<(), String> {
-    match attempt.caller {
+    check_caller(rules, attempt.caller)?;
+    if let (Caller::Local(_), Some(allowed)) = (attempt.caller, &rules.executables) {
+        check_executable(allowed, attempt.process)?;
+    }
+    if let Some(algorithms) = &rules.algorithms
+        && !algorithms.contains(&attempt.algorithm)
+    {
+        return Err(format!(
+            "algorithm {} is not in algorithms {}",
+            attempt.algorithm,
+            list(algorithms)
+        ));
+    }
+    if let Some(purpose) = &rules.purpose
+        && !purpose.regex.is_match(attempt.purpose)
+    {
+        return Err(format!(
+            "purpose {} does not match the pattern {:?}",
+            crate::shown::quoted(attempt.purpose),
+            purpose.pattern
+        ));
+    }
+    Ok(())
+}
+
+/// The rules about who calls: everything but executables, algorithms and purpose.
+fn check_caller(rules: &PolicyRules, caller: &Caller) -> Result<(), String> {
+    match caller {
         Caller::Local(local) => {
             if !rules.names_local_callers() {
                 return Err(
@@ -255,9 +299,6 @@ fn check_rules(rules: &PolicyRules, attempt: &SignAttempt<'_>) -> Result<(), Str
                 && !gids.contains(&local.gid)
             {
                 return Err(format!("gid {} is not in gids {}", local.gid, list(gids)));
-            }
-            if let Some(allowed) = &rules.executables {
-                check_executable(allowed, attempt.process)?;
             }
         }
         Caller::Remote(remote) => {
@@ -276,23 +317,6 @@ fn check_rules(rules: &PolicyRules, attempt: &SignAttempt<'_>) -> Result<(), Str
                 ));
             }
         }
-    }
-    if let Some(algorithms) = &rules.algorithms
-        && !algorithms.contains(&attempt.algorithm)
-    {
-        return Err(format!(
-            "algorithm {} is not in algorithms {}",
-            attempt.algorithm,
-            list(algorithms)
-        ));
-    }
-    if let Some(purpose) = &rules.purpose
-        && !purpose.regex.is_match(attempt.purpose)
-    {
-        return Err(format!(
-            "purpose {:?} does not match the pattern {:?}",
-            attempt.purpose, purpose.pattern
-        ));
     }
     Ok(())
 }

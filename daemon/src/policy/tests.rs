@@ -305,19 +305,90 @@ fn the_default_policy_names_itself() {
     );
 }
 
-#[test]
-fn inspecting_a_process_reads_and_hashes_its_executable() {
+#[tokio::test]
+async fn inspecting_a_process_reads_and_hashes_its_executable() {
     use sha2::Digest;
     let cache = ExeHashCache::default();
     let pid = std::process::id() as i32;
-    let info = inspect_process(Some(pid), true, &cache);
+    let info = inspect_process(Some(pid), true, &cache).await;
     let exe = std::env::current_exe().unwrap();
     assert_eq!(info.exe.unwrap().unwrap(), exe.canonicalize().unwrap());
     let want: [u8; 32] = sha2::Sha256::digest(std::fs::read(&exe).unwrap()).into();
     assert_eq!(info.sha256.unwrap().unwrap(), want);
     assert_eq!(cache.known.lock().unwrap().len(), 1);
-    let unhashed = inspect_process(Some(pid), false, &cache);
+    let again = inspect_process(Some(pid), true, &cache).await;
+    assert_eq!(again.sha256.unwrap().unwrap(), want);
+    assert_eq!(
+        cache.files_hashed(),
+        1,
+        "the second time comes from the cache"
+    );
+    let unhashed = inspect_process(Some(pid), false, &cache).await;
     assert!(unhashed.sha256.is_none() && unhashed.exe.unwrap().is_ok());
-    let missing = inspect_process(None, false, &cache);
+    let missing = inspect_process(None, false, &cache).await;
     assert!(missing.exe.unwrap().is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_hashes_of_one_file_are_one_read() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("program");
+    let content = vec![7u8; 8 << 20];
+    std::fs::write(&path, &content).unwrap();
+    let want: [u8; 32] = sha2::Sha256::digest(&content).into();
+    let cache = Arc::new(ExeHashCache::default());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (cache, path) = (cache.clone(), path.clone());
+        tasks.spawn(async move {
+            let file = std::fs::File::open(&path).unwrap();
+            cache.hash(file, "program").await
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        assert_eq!(done.unwrap().unwrap(), want);
+    }
+    assert_eq!(cache.files_hashed(), 1, "16 concurrent asks, one read");
+}
+
+#[tokio::test]
+async fn a_file_over_the_cap_is_not_read_even_when_sparse() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge");
+    let file = std::fs::File::create(&path).unwrap();
+    // 64 GiB of nothing: reading it would take minutes.
+    file.set_len(64 << 30).unwrap();
+    let cache = ExeHashCache::with_max_bytes(1 << 20);
+    let error = cache
+        .hash(std::fs::File::open(&path).unwrap(), "huge")
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("it is 68719476736 bytes, larger than the 1048576 bytes keywardd hashes (max_executable_bytes in [limits])"),
+        "{error}"
+    );
+    assert_eq!(cache.files_hashed(), 0);
+}
+
+#[test]
+fn identity_rules_are_checked_without_the_process() {
+    let policies = policies(
+        "release",
+        "uids = [7]\nexecutables = [{ path = \"/usr/bin/x\", sha256 = \"00000000000000000000000000000000000000000000000000000000000000aa\" }]",
+    );
+    let applied: Vec<Applied> = policies.explicit("release").into_iter().collect();
+    let error = policies
+        .check_identity(&applied, &local(8, 8), "release")
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "policy of key \"release\": uid 8 is not in uids [7]"
+    );
+    // The right uid passes this step; its executable is checked with the rest.
+    policies
+        .check_identity(&applied, &local(7, 7), "release")
+        .unwrap();
+    let message = denied(&policies, &Ask::by(local(7, 7)));
+    assert!(message.contains("executable is unknown"), "{message}");
 }

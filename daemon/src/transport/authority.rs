@@ -155,6 +155,12 @@ impl AuthorityRewriter {
         self.rewritten_blocks
     }
 
+    /// Whether the client is in the middle of its connection preface or of a header block:
+    /// the times that `header_timeout` bounds (a slow client holds nothing else back).
+    pub fn awaiting_headers(&self) -> bool {
+        matches!(self.state, State::Preface { .. }) || self.block.is_some()
+    }
+
     /// Whether the connection has stopped following HTTP/2 (everything passes unchanged).
     pub fn is_opaque(&self) -> bool {
         matches!(self.state, State::Opaque)

@@ -2,31 +2,65 @@
 //! connection and the services, kept in one module so that a change of gRPC library touches
 //! only this module and `server.rs`'s assembly.
 //!
-//! - [`unix_incoming`]: accepted connections, each wrapped in [`FixAuthority`], so that every
-//!   stock gRPC client works with its default options (grpc-core and grpc-java send the socket
-//!   path as `:authority`, which h2 refuses; see [`authority`]).
+//! - [`unix_incoming`]: accepted connections, admitted within the connection limits and
+//!   wrapped in [`Guarded`] (idle and header deadlines, see [`guard`]) around [`FixAuthority`],
+//!   so that every stock gRPC client works with its default options (grpc-core and grpc-java
+//!   send the socket path as `:authority`, which h2 refuses; see [`authority`]).
+//! - [`server`]: the HTTP/2 server with the `[limits]` on streams per connection, header list
+//!   size and flow-control windows.
 //! - [`reflection`]: server reflection that lists exactly what the socket serves.
 //! - [`set_socket_mode`]: the socket file's mode, set without following a symlink.
 
 pub mod authority;
+pub mod guard;
 mod stream;
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use std::sync::Arc;
+
 use rustix::fs::{FileType, Mode, OFlags};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
+use tonic::transport::Server;
 
+pub use guard::{Admission, ConnectionLimits, Guarded};
 pub use stream::FixAuthority;
 
+use crate::limits::Limits;
+
 /// The connections accepted on the agent socket, ready for tonic's
-/// `serve_with_incoming_shutdown`.
+/// `serve_with_incoming_shutdown`. A connection over `max_connections` or
+/// `max_connections_per_uid` is closed right away (the HTTP/2 server never sees it).
 pub fn unix_incoming(
     listener: UnixListener,
-) -> impl tokio_stream::Stream<Item = std::io::Result<FixAuthority<UnixStream>>> {
-    UnixListenerStream::new(listener).map(|accepted| accepted.map(FixAuthority::new))
+    admission: Arc<Admission>,
+) -> impl tokio_stream::Stream<Item = std::io::Result<Guarded<UnixStream>>> {
+    UnixListenerStream::new(listener).filter_map(move |accepted| match accepted {
+        Err(e) => Some(Err(e)),
+        Ok(stream) => {
+            let uid = stream.peer_cred().ok().map(|cred| cred.uid());
+            admission
+                .admit(uid)
+                .map(|permit| Ok(Guarded::new(stream, permit)))
+        }
+    })
+}
+
+/// The HTTP/2 server of both listeners, with the `[limits]` that HTTP/2 itself enforces: at
+/// most `max_concurrent_streams` requests in flight per connection (more are refused with
+/// `REFUSED_STREAM`), header lists of at most `max_header_list_bytes`, and at most
+/// `stream_window_bytes` per request and `connection_window_bytes` per connection sent ahead
+/// of what the daemon has read (fixed windows: no adaptive growth a client could drive).
+pub fn server(limits: &Limits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .http2_max_header_list_size(limits.max_header_list_bytes)
+        .initial_stream_window_size(limits.stream_window_bytes)
+        .initial_connection_window_size(limits.connection_window_bytes)
+        .http2_adaptive_window(Some(false))
 }
 
 /// Server reflection for the agent socket: the client API (`keyward.v1`: `Signer`,

@@ -25,6 +25,8 @@ pub struct FixAuthority<S> {
     pending_at: usize,
     eof: bool,
     logged_rewrite: bool,
+    /// Bytes read from the client so far, held back or not.
+    bytes_read: u64,
 }
 
 impl<S> FixAuthority<S> {
@@ -37,12 +39,23 @@ impl<S> FixAuthority<S> {
             pending_at: 0,
             eof: false,
             logged_rewrite: false,
+            bytes_read: 0,
         }
     }
 
     /// The wrapped connection.
     pub fn get_ref(&self) -> &S {
         &self.inner
+    }
+
+    /// Bytes read from the client so far, including a header block still held back.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Whether the client is in the middle of its preface or of a header block.
+    pub fn awaiting_headers(&self) -> bool {
+        self.rewriter.awaiting_headers()
     }
 
     /// Hands out held bytes; `true` when there were any.
@@ -84,6 +97,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for FixAuthority<S> {
             let start = buf.filled().len();
             ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
             let read = &buf.filled()[start..];
+            this.bytes_read += read.len() as u64;
             if read.is_empty() {
                 this.rewriter.finish(&mut this.pending);
                 this.eof = true;

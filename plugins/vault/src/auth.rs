@@ -15,12 +15,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use keyward_plugin_api::{BackendError, Secret, read_secret};
-use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use zeroize::Zeroizing;
 
 use crate::http::{CallError, Http, Purpose, Verb};
 use crate::settings::{AuthSettings, SecretSource};
+use crate::wire::{AppRoleLogin, AuthAnswer, Body, JwtLogin, LookupAnswer, login_body};
 
 /// The auth method, with the secrets it needs that are read once at start.
 #[derive(Debug)]
@@ -213,7 +213,7 @@ impl Authenticator {
                 let secret_id = std::str::from_utf8(secret_id.expose()).map_err(|_| {
                     BackendError::InvalidInput("the approle secret id is not UTF-8".into())
                 })?;
-                let body = json!({ "role_id": role_id, "secret_id": secret_id });
+                let body = login_body(&AppRoleLogin { role_id, secret_id })?;
                 (
                     mount,
                     body,
@@ -227,26 +227,25 @@ impl Authenticator {
                 mount,
             } => {
                 let jwt = read_jwt(kind, token_file)?;
-                let body = json!({ "role": role, "jwt": jwt.as_str() });
+                let body = login_body(&JwtLogin { role, jwt: &jwt })?;
                 (mount, body, format!("log in with {kind} role {role:?}"))
             }
         };
         let path = format!("auth/{mount}/login");
-        let answer = http.call(Verb::Post, &path, None, Some(&body)).await;
+        let answer = http.call_secret(Verb::Post, &path, None, Some(&body)).await;
         drop(body);
         let answer = answer.map_err(|e| login_error(http, e, &path, &what))?;
-        let auth = answer.get("auth").ok_or_else(|| {
-            BackendError::Internal(format!("vault answered {path} without an auth section"))
-        })?;
-        let token = auth
-            .get("client_token")
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
+        let auth = answer
+            .parse::<AuthAnswer>()
+            .map_err(|e| login_error(http, e, &path, &what))?
+            .auth
             .ok_or_else(|| {
-                BackendError::Internal(format!("vault answered {path} without a token"))
+                BackendError::Internal(format!("vault answered {path} without an auth section"))
             })?;
-        let secret = Secret::new(token.as_bytes().to_vec());
-        let lease = lease_of(auth.get("lease_duration"), auth.get("renewable"), None);
+        let secret = auth.client_token.ok_or_else(|| {
+            BackendError::Internal(format!("vault answered {path} without a token"))
+        })?;
+        let lease = lease_of(auth.lease_duration, auth.renewable, None);
         tracing::info!(ttl = ?lease_ttl(&lease), "logged in to vault at {} ({path})", http.address());
         install(state, secret, lease);
         Ok(())
@@ -255,13 +254,15 @@ impl Authenticator {
     /// Learns a configured token's TTL. A token that may not look itself up is used as it is.
     async fn look_up(&self, state: &mut State, http: &Http) -> Result<(), BackendError> {
         let token = state.token.clone();
+        // The answer repeats the token (`data.id`): read into wiped memory, the token skipped.
         let answer = http
-            .call(Verb::Get, "auth/token/lookup-self", token.as_ref(), None)
-            .await;
+            .call_secret(Verb::Get, "auth/token/lookup-self", token.as_ref(), None)
+            .await
+            .and_then(|answer| answer.parse::<LookupAnswer>());
         state.lease = match answer {
             Ok(answer) => {
-                let data = answer.get("data").cloned().unwrap_or(Value::Null);
-                let lease = lease_of(data.get("ttl"), data.get("renewable"), None);
+                let data = answer.data.unwrap_or_default();
+                let lease = lease_of(data.ttl, data.renewable, None);
                 tracing::debug!(ttl = ?lease_ttl(&lease), "looked up the vault token");
                 lease
             }
@@ -294,17 +295,14 @@ impl Authenticator {
                 Verb::Post,
                 "auth/token/renew-self",
                 token.as_ref(),
-                Some(&json!({})),
+                Some(&Body::json(&serde_json::json!({}))),
             )
-            .await;
+            .await
+            .and_then(|answer| answer.parse::<AuthAnswer>());
         match answer {
             Ok(answer) => {
-                let auth = answer.get("auth").cloned().unwrap_or(Value::Null);
-                let renewed = lease_of(
-                    auth.get("lease_duration"),
-                    auth.get("renewable"),
-                    Some(lease.first_ttl),
-                );
+                let auth = answer.auth.unwrap_or_default();
+                let renewed = lease_of(auth.lease_duration, auth.renewable, Some(lease.first_ttl));
                 tracing::debug!(ttl = ?lease_ttl(&renewed), "renewed the vault token");
                 state.lease = renewed;
                 let capped = matches!(renewed, LeaseState::Expires(l) if l.ttl < l.first_ttl);
@@ -346,8 +344,8 @@ fn install(state: &mut State, token: Secret, lease: LeaseState) {
 }
 
 /// A lease from Vault's `lease_duration`/`ttl` (seconds) and `renewable`.
-fn lease_of(ttl: Option<&Value>, renewable: Option<&Value>, first: Option<Duration>) -> LeaseState {
-    let seconds = ttl.and_then(Value::as_u64).unwrap_or(0);
+fn lease_of(ttl: Option<u64>, renewable: Option<bool>, first: Option<Duration>) -> LeaseState {
+    let seconds = ttl.unwrap_or(0);
     if seconds == 0 {
         return LeaseState::Never;
     }
@@ -356,7 +354,7 @@ fn lease_of(ttl: Option<&Value>, renewable: Option<&Value>, first: Option<Durati
         since: Instant::now(),
         ttl,
         first_ttl: first.unwrap_or(ttl),
-        renewable: renewable.and_then(Value::as_bool).unwrap_or(false),
+        renewable: renewable.unwrap_or(false),
     })
 }
 
@@ -435,7 +433,7 @@ mod tests {
         };
         assert!(!fixed.due());
         assert!(matches!(
-            lease_of(Some(&json!(0)), Some(&json!(true)), None),
+            lease_of(Some(0), Some(true), None),
             LeaseState::Never
         ));
     }

@@ -9,6 +9,7 @@
 //!   capability that is missing, a sealed Vault says so, an unreachable one names its address.
 //! - Tokens travel only in the `X-Vault-Token` header, marked sensitive; URLs hold paths and
 //!   key names only, so error texts (which may quote a URL) never hold a secret.
+//! - What holds a secret lives in memory that is wiped when dropped ([`crate::wire`]).
 
 use std::path::Path;
 use std::time::Duration;
@@ -18,6 +19,8 @@ use keyward_plugin_api::retry::{RetryPolicy, Retryable};
 use keyward_plugin_api::{BackendError, Secret};
 use reqwest::header::{HeaderValue, RETRY_AFTER};
 use serde_json::Value;
+
+use crate::wire::{Answer, Body, token_header};
 
 /// The timeout of one HTTP request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -219,28 +222,42 @@ impl Http {
     }
 
     /// Sends `verb /v1/<path>` with `token` and a JSON `body`, retrying what may pass; returns
-    /// the JSON answer (`Value::Null` for 204).
+    /// the JSON answer (`Value::Null` for 204). For answers that are not secret; a login or
+    /// token look-up is read with [`Http::call_secret`].
     pub async fn call(
         &self,
         verb: Verb,
         path: &str,
         token: Option<&Secret>,
-        body: Option<&Value>,
+        body: Option<&Body>,
     ) -> Result<Value, CallError> {
+        self.call_secret(verb, path, token, body).await?.json()
+    }
+
+    /// Like [`Http::call`], and the answer stays in memory that is wiped when it is dropped
+    /// (it holds a token): parse it with [`Answer::parse`] into types that keep the token in a
+    /// [`Secret`].
+    pub async fn call_secret(
+        &self,
+        verb: Verb,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&Body>,
+    ) -> Result<Answer, CallError> {
         RETRY
             .run(path, |_| self.call_once(verb, path, token, body))
             .await
             .map_err(|exhausted| exhausted.error)
     }
 
-    /// Like [`Http::call`], without retries.
+    /// Like [`Http::call_secret`], without retries.
     pub async fn call_once(
         &self,
         verb: Verb,
         path: &str,
         token: Option<&Secret>,
-        body: Option<&Value>,
-    ) -> Result<Value, CallError> {
+        body: Option<&Body>,
+    ) -> Result<Answer, CallError> {
         let url = format!("{}/v1/{path}", self.address);
         let mut request = match verb {
             Verb::Get => self.client.get(&url),
@@ -249,21 +266,17 @@ impl Http {
             Verb::Delete => self.client.delete(&url),
         };
         if let Some(token) = token {
-            let mut value = HeaderValue::from_bytes(token.expose()).map_err(|_| {
-                CallError::Decode(
-                    "the Vault token holds characters that cannot be sent in a header".to_string(),
-                )
-            })?;
-            value.set_sensitive(true);
-            request = request.header("X-Vault-Token", value);
+            request = request.header("X-Vault-Token", token_header(token)?);
         }
         if let Some(namespace) = &self.namespace {
             request = request.header("X-Vault-Namespace", namespace.clone());
         }
         if let Some(body) = body {
+            // A clone of the same bytes: nothing copied, wiped (a secret body) when the last
+            // clone is dropped.
             request = request
                 .header("Content-Type", "application/json")
-                .body(body.to_string());
+                .body(body.0.clone());
         }
         let transport = |e: reqwest::Error| CallError::Transport {
             timeout: e.is_timeout(),
@@ -277,18 +290,11 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
-        let bytes = response.bytes().await.map_err(transport)?;
+        let answer = Answer::take(response.bytes().await.map_err(transport)?);
         if (200..300).contains(&status) {
-            if bytes.iter().all(u8::is_ascii_whitespace) {
-                return Ok(Value::Null);
-            }
-            return serde_json::from_slice(&bytes).map_err(|e| {
-                CallError::Decode(format!(
-                    "vault answered {status} with a body that is not JSON: {e}"
-                ))
-            });
+            return Ok(answer);
         }
-        let errors = serde_json::from_slice::<Value>(&bytes)
+        let errors = serde_json::from_slice::<Value>(&answer.0)
             .ok()
             .and_then(|v| v.get("errors").cloned())
             .and_then(|v| serde_json::from_value::<Vec<String>>(v).ok())

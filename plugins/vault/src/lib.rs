@@ -21,6 +21,7 @@ pub mod http;
 pub mod keys;
 pub mod settings;
 pub mod sign;
+pub mod wire;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -36,6 +37,7 @@ use crate::auth::Authenticator;
 use crate::http::{CallError, Http, Purpose, Verb};
 use crate::keys::{Reference, TransitKey};
 pub use crate::settings::VaultSettings;
+use crate::wire::Body;
 
 /// A Vault (or OpenBao) transit engine as a keyward backend.
 #[derive(Debug)]
@@ -80,6 +82,8 @@ impl VaultBackend {
         body: Option<&Value>,
         purpose: &Purpose,
     ) -> Result<Option<Value>, BackendError> {
+        let body = body.map(Body::json);
+        let body = body.as_ref();
         let token = self.auth.token(&self.http).await?;
         let mut result = self.http.call(verb, path, Some(&token.secret), body).await;
         if matches!(&result, Err(e) if e.is_status(403))

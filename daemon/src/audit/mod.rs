@@ -22,28 +22,29 @@
 //! request whose `attempt` cannot be written never reaches the backend (`UNAVAILABLE`), and a
 //! signature whose `ok` cannot be written is withheld.
 //!
-//! Writes are group-committed: a record is appended under the log's lock, then made durable
-//! by an `fdatasync` outside it; one `fdatasync` covers every record appended before it
-//! started, so concurrent requests share flushes instead of queueing for one each. A request
-//! still goes on only after its own record is on disk.
+//! Writes are group-committed on the log's own thread (never tokio's blocking pool, so nothing
+//! that occupies that pool can hold the log up): it takes every record queued, appends them,
+//! and makes them durable with one `fdatasync`, so concurrent requests share flushes instead of
+//! queueing for one each. A request still goes on only after its own record is on disk.
 //!
 //! Rotation renames the file to `<path>.<n>` (n = 1, 2, ...: higher is newer) and starts a new
 //! one whose first `prev` is the hash of the old file's last line, so the files verify in order
 //! with `keyward audit verify <path>.1 <path>.2 ... <path>` (the verifier is
 //! `keyward_sdk::audit`).
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+mod file;
+
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, mpsc};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::error::AgentError;
+use file::Writer;
+pub use file::rfc3339;
+#[cfg(test)]
+use file::rotated;
 
 /// `[audit]`, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -148,12 +149,13 @@ pub struct Record {
     /// Who asked.
     pub caller: CallerRecord,
     /// The key id asked for.
+    #[serde(serialize_with = "bounded")]
     pub key: String,
     /// The key version (backends with versions).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "bounded")]
     pub key_version: String,
     /// The backend instance, when known.
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "bounded")]
     pub backend: String,
     /// The signature algorithm, when known.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -166,15 +168,38 @@ pub struct Record {
     pub digest: String,
     /// The caller's purpose (set by the daemon on the ssh-agent socket: `ssh:auth`,
     /// `ssh:sig:<namespace>`, `ssh:other`).
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(skip_serializing_if = "String::is_empty", serialize_with = "bounded")]
     pub purpose: String,
     /// For a login through the ssh-agent socket: the SHA-256 fingerprint of the server's host
     /// key that ssh bound the connection to (`session-bind@openssh.com`).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub ssh_host_key: String,
     /// Why it was denied or failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "bounded_message"
+    )]
     pub error: Option<String>,
+}
+
+/// Every caller string a record holds is cut to its bound with a hash of the whole value
+/// ([`crate::shown::bounded`]), whatever the code that filled it in did: a record costs at most
+/// a few KiB, however large the request. JSON escapes the control characters.
+fn bounded<S: serde::Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&crate::shown::bounded(value))
+}
+
+fn bounded_message<S: serde::Serializer>(
+    value: &Option<String>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(message) => serializer.serialize_str(&crate::shown::bounded_to(
+            message,
+            crate::shown::MESSAGE_BYTES,
+        )),
+        None => serializer.serialize_none(),
+    }
 }
 
 impl Record {
@@ -197,16 +222,6 @@ struct Line<'a> {
     prev: String,
 }
 
-/// The open log: the file, the hash of its last line, the last `seq`, the size.
-#[derive(Debug)]
-struct Writer {
-    config: AuditConfig,
-    file: Arc<File>,
-    prev: [u8; 32],
-    seq: u64,
-    size: u64,
-}
-
 /// When a write fails: before the backend (refuse) or after it (withhold).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stage {
@@ -216,11 +231,23 @@ pub enum Stage {
     After,
 }
 
-/// The audit log of a running daemon (or none). Clones share the file.
+/// The audit log of a running daemon (or none). Clones share the file and its writer thread.
 #[derive(Clone, Debug, Default)]
 pub struct Auditor {
     inner: Option<Arc<Shared>>,
+    /// The writer thread's queue; the thread ends when the last clone is dropped.
+    queue: Option<mpsc::Sender<Job>>,
 }
+
+/// A record for the writer thread, and where to say when it is on disk.
+#[derive(Debug)]
+struct Job {
+    record: Record,
+    done: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+/// Most records the writer thread appends before one `fdatasync`.
+const MAX_BATCH: usize = 1024;
 
 #[derive(Debug)]
 struct Shared {
@@ -232,20 +259,47 @@ struct Shared {
 
 impl Shared {
     /// Appends `record` and returns once it is on disk.
+    #[cfg(test)]
     fn write(&self, record: &Record) -> Result<(), String> {
-        let started = std::time::Instant::now();
-        let written = self.write_durably(record);
-        if written.is_ok() {
-            crate::metrics::audit_write(started.elapsed());
-        }
-        written
-    }
-
-    fn write_durably(&self, record: &Record) -> Result<(), String> {
         let seq = {
             let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             writer.append(record)?
         };
+        self.flush(seq)
+    }
+
+    /// Appends `records` in order, then makes them durable with one `fdatasync`; the result of
+    /// each (a record whose append or flush failed is not on disk).
+    fn write_batch<'r>(
+        &self,
+        records: impl Iterator<Item = &'r Record>,
+    ) -> Vec<Result<(), String>> {
+        let mut results = Vec::new();
+        let mut last = None;
+        {
+            let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            for record in records {
+                match writer.append(record) {
+                    Ok(seq) => {
+                        last = Some(seq);
+                        results.push(Ok(()));
+                    }
+                    Err(e) => results.push(Err(e)),
+                }
+            }
+        }
+        if let Some(seq) = last
+            && let Err(e) = self.flush(seq)
+        {
+            for result in results.iter_mut().filter(|r| r.is_ok()) {
+                *result = Err(e.clone());
+            }
+        }
+        results
+    }
+
+    /// Returns once every record up to `seq` is on disk.
+    fn flush(&self, seq: u64) -> Result<(), String> {
         let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
         if *durable >= seq {
             // Someone else's flush, started after our append, covered us.
@@ -270,12 +324,22 @@ impl Auditor {
         let writer = Writer::open(config.clone())?;
         tracing::info!(path = %config.path.display(), seq = writer.seq, fail_closed = config.fail_closed, "audit log open");
         let durable = writer.seq;
+        let shared = Arc::new(Shared {
+            fail_closed: config.fail_closed,
+            writer: Mutex::new(writer),
+            durable: Mutex::new(durable),
+        });
+        // The log has a thread of its own, not tokio's blocking pool: whatever else occupies
+        // that pool (a slow backend, a big executable being hashed), records keep being written.
+        let (queue, jobs) = mpsc::channel();
+        let writing = shared.clone();
+        std::thread::Builder::new()
+            .name("keyward-audit".into())
+            .spawn(move || write_jobs(&writing, &jobs))
+            .map_err(|e| format!("cannot start the audit log's writer thread: {e}"))?;
         Ok(Auditor {
-            inner: Some(Arc::new(Shared {
-                fail_closed: config.fail_closed,
-                writer: Mutex::new(writer),
-                durable: Mutex::new(durable),
-            })),
+            inner: Some(shared),
+            queue: Some(queue),
         })
     }
 
@@ -284,16 +348,25 @@ impl Auditor {
         self.inner.is_some()
     }
 
-    /// Writes `record` (on a blocking thread: write + fsync). With `fail_closed` a failure is
+    /// Writes `record` (on the log's own thread: write + fsync, shared with the records queued
+    /// meanwhile). With `fail_closed` a failure is
     /// `UNAVAILABLE`; without, it is logged and the request goes on.
     pub async fn record(&self, record: Record, stage: Stage) -> Result<(), AgentError> {
         let Some(inner) = &self.inner else {
             return Ok(());
         };
-        let shared = inner.clone();
-        let written = tokio::task::spawn_blocking(move || shared.write(&record))
-            .await
-            .unwrap_or_else(|e| Err(format!("the audit writer failed: {e}")));
+        let (done, written) = tokio::sync::oneshot::channel();
+        let queued = self
+            .queue
+            .as_ref()
+            .is_some_and(|queue| queue.send(Job { record, done }).is_ok());
+        let written = if queued {
+            written
+                .await
+                .unwrap_or_else(|_| Err("the audit log's writer thread stopped".into()))
+        } else {
+            Err("the audit log's writer thread stopped".into())
+        };
         match written {
             Ok(()) => Ok(()),
             Err(why) if inner.fail_closed => {
@@ -324,214 +397,28 @@ impl Auditor {
     }
 }
 
-impl Writer {
-    fn open(config: AuditConfig) -> Result<Writer, String> {
-        let path = &config.path;
-        let shown = path.display();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
-            && !dir.exists()
-        {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| {
-                    format!(
-                        "cannot create the audit log's directory {}: {e}",
-                        dir.display()
-                    )
-                })?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| format!("cannot open the audit log {shown}: {e}"))?;
-        let size = file
-            .metadata()
-            .map_err(|e| format!("cannot stat the audit log {shown}: {e}"))?
-            .len();
-        let (prev, seq) = if size > 0 {
-            chain_end(&mut file, size).map_err(|e| format!("the audit log {shown} {e}"))?
-        } else {
-            match rotated(path).last() {
-                Some((_, last)) => {
-                    let mut old = File::open(last)
-                        .map_err(|e| format!("cannot open {}: {e}", last.display()))?;
-                    let len = old.metadata().map(|m| m.len()).unwrap_or(0);
-                    if len == 0 {
-                        ([0; 32], 0)
-                    } else {
-                        chain_end(&mut old, len)
-                            .map_err(|e| format!("the rotated audit log {} {e}", last.display()))?
-                    }
-                }
-                None => ([0; 32], 0),
+/// The writer thread: takes every record queued, appends them, flushes once, answers each.
+fn write_jobs(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
-        };
-        Ok(Writer {
-            config,
-            file: Arc::new(file),
-            prev,
-            seq,
-            size,
-        })
-    }
-
-    /// Writes the record's line (not yet synced); returns its `seq`.
-    fn append(&mut self, record: &Record) -> Result<u64, String> {
-        let seq = self.seq + 1;
-        let mut line = serde_json::to_vec(&Line {
-            seq,
-            time: rfc3339(SystemTime::now()),
-            record,
-            prev: hex::encode(self.prev),
-        })
-        .map_err(|e| format!("cannot encode the record: {e}"))?;
-        if let Some(max) = self.config.max_bytes
-            && self.size > 0
-            && self.size + line.len() as u64 + 1 > max
-        {
-            self.rotate()?;
         }
-        let hash: [u8; 32] = Sha256::digest(&line).into();
-        line.push(b'\n');
-        if let Err(e) = (&*self.file).write_all(&line) {
-            // Take back a partial line so the next record does not follow garbage.
-            let _ = self.file.set_len(self.size);
-            return Err(format!("{}: {e}", self.config.path.display()));
-        }
-        self.size += line.len() as u64;
-        self.prev = hash;
-        self.seq = seq;
-        Ok(seq)
-    }
-
-    /// Renames the file to `<path>.<n>` and starts a new one; the chain goes on.
-    fn rotate(&mut self) -> Result<(), String> {
-        let path = &self.config.path;
-        let next = rotated(path).last().map_or(1, |(n, _)| n + 1);
-        let target = numbered(path, next);
-        // Records in the old file that no flush has covered yet must be on disk before
-        // flushes start going to the new file.
-        self.file
-            .sync_data()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        std::fs::rename(path, &target).map_err(|e| {
-            format!(
-                "cannot rotate {} to {}: {e}",
-                path.display(),
-                target.display()
-            )
-        })?;
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = File::open(dir).and_then(|d| d.sync_all());
-        }
-        self.file = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .append(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| format!("cannot start a new audit log {}: {e}", path.display()))?,
-        );
-        self.size = 0;
-        tracing::info!(rotated = %target.display(), seq = self.seq, head = %hex::encode(self.prev), "audit log rotated");
-        Ok(())
-    }
-}
-
-fn numbered(path: &Path, n: u64) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{n}"));
-    PathBuf::from(name)
-}
-
-/// The rotated files `<path>.<n>`, by n.
-fn rotated(path: &Path) -> Vec<(u64, PathBuf)> {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return Vec::new();
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.", name.to_string_lossy());
-    let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let file = entry.file_name().to_string_lossy().into_owned();
-            let n = file.strip_prefix(&prefix)?.parse::<u64>().ok()?;
-            Some((n, entry.path()))
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-/// The hash and `seq` of the last line of a non-empty log of `size` bytes.
-fn chain_end(file: &mut File, size: u64) -> Result<([u8; 32], u64), String> {
-    // Read backwards until the start of the last line is in the buffer.
-    let mut window = 64 * 1024u64;
-    loop {
-        let start = size.saturating_sub(window);
-        file.seek(SeekFrom::Start(start))
-            .map_err(|e| format!("cannot be read: {e}"))?;
-        let mut tail = Vec::new();
-        file.read_to_end(&mut tail)
-            .map_err(|e| format!("cannot be read: {e}"))?;
-        if tail.last() != Some(&b'\n') {
-            return Err("ends with an incomplete record (was the daemon stopped while writing it?); move the file aside, check it with `keyward audit verify`, and start again".into());
-        }
-        let body = &tail[..tail.len() - 1];
-        let line = match body.iter().rposition(|b| *b == b'\n') {
-            Some(at) => &body[at + 1..],
-            None if start == 0 => body,
-            None => {
-                window *= 4;
-                continue;
+        let started = std::time::Instant::now();
+        let results = shared.write_batch(batch.iter().map(|job| &job.record));
+        // Each record of the batch waited for the whole batch's append and flush.
+        let took = started.elapsed();
+        for (job, result) in batch.into_iter().zip(results) {
+            if result.is_ok() {
+                crate::metrics::audit_write(took);
             }
-        };
-        let seq = serde_json::from_slice::<serde_json::Value>(line)
-            .ok()
-            .and_then(|v| v.get("seq").and_then(serde_json::Value::as_u64))
-            .ok_or("does not end with an audit record (its last line has no seq); move it aside and start again")?;
-        return Ok((Sha256::digest(line).into(), seq));
+            let _ = job.done.send(result);
+        }
     }
-}
-
-/// `2025-01-31T12:34:56.789Z`.
-pub fn rfc3339(time: SystemTime) -> String {
-    let since = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's days -> civil date.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
 }
 
 #[cfg(test)]
-#[path = "audit_tests.rs"]
 mod tests;

@@ -1,6 +1,10 @@
 //! Unit tests of the audit writer; the chain is checked with the SDK's verifier, which is
 //! what `keyward audit verify` runs.
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::time::SystemTime;
+
 use super::*;
 use keyward_sdk::audit::{ChainVerifier, verify_chain};
 
@@ -158,4 +162,45 @@ fn concurrent_writers_keep_one_chain() {
             .expect("the chain verifies across files");
     }
     assert_eq!(verifier.records(), 400);
+}
+
+/// The log has its own thread: with tokio's blocking pool taken by something slow (a huge
+/// executable being hashed, say), records are still written; and records queued together share
+/// one flush and keep one chain.
+#[test]
+fn records_are_written_while_the_blocking_pool_is_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), None);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let auditor = Auditor::open(&config).expect("open");
+        let (release, held) = mpsc::channel::<()>();
+        // The one blocking thread is busy until the records are written.
+        let busy = tokio::task::spawn_blocking(move || held.recv());
+        let mut writes = tokio::task::JoinSet::new();
+        for n in 0..100 {
+            let auditor = auditor.clone();
+            writes.spawn(async move { auditor.record(record(n), Stage::Before).await });
+        }
+        let written = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(done) = writes.join_next().await {
+                done.expect("task").expect("written");
+            }
+        })
+        .await;
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
+        written.expect("the records were written while the blocking pool was busy");
+        assert_eq!(auditor.head().expect("enabled").0, 100);
+    });
+    let mut verifier = ChainVerifier::new();
+    verifier
+        .push_file(&std::fs::read(&config.path).unwrap())
+        .expect("one chain");
+    assert_eq!(verifier.records(), 100);
 }
