@@ -7,6 +7,7 @@
 //! reply. Errors become gRPC statuses in one place ([`error::to_status`]). The ssh-agent socket
 //! ([`ssh_agent`]) is a second front-end over the same signing core.
 
+pub mod activation;
 pub mod audit;
 pub mod audited;
 pub mod auth;

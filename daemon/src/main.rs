@@ -20,6 +20,11 @@ Clients find the socket through KEYWARD_SOCK (like SSH_AUTH_SOCK).
 SIGHUP reloads the config: backends and keys added, changed or removed take effect for new
 requests; a config with an error is refused (logged) and the running one stays.
 
+Under systemd: sockets passed by socket activation (LISTEN_FDS) are served when they are bound
+to the config's socket or [ssh_agent] socket (same directory, owner and mode checks as a socket
+keywardd binds), and with NOTIFY_SOCKET keywardd says READY=1 once it serves, RELOADING=1 and
+READY=1 around a SIGHUP reload, STOPPING=1 on SIGTERM (Type=notify). Units: dist/systemd/.
+
 Logging: on stderr, text (no timestamps when stderr is the systemd journal, which stamps lines
 itself) or JSON lines (--log-format json, or log_format = \"json\" in the config).
 KEYWARD_LOG sets the filter (e.g. `debug`, `keyward_daemon=trace`); default `info`.
@@ -45,6 +50,15 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // Sockets passed by systemd (socket activation): taken before any thread starts, since
+    // taking them removes LISTEN_FDS and LISTEN_PID from the environment.
+    let inherited = match keyward_daemon::activation::take_inherited() {
+        Ok(count) => count,
+        Err(message) => {
+            eprintln!("keywardd: error: {message}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Everything the daemon creates (sockets, keys, state) is private to its user.
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 
@@ -67,6 +81,12 @@ fn main() -> ExitCode {
     match &config.file {
         Some(file) => tracing::info!(config = %file.display(), "config read"),
         None => tracing::info!("no config file; using the embedded default"),
+    }
+    if inherited > 0 {
+        tracing::info!(
+            sockets = inherited,
+            "sockets passed by the service manager (LISTEN_FDS)"
+        );
     }
     if args.check_config {
         return check_config(&config);
@@ -174,6 +194,7 @@ fn reload_on_sighup(args: Args) -> tokio::sync::mpsc::Receiver<Result<config::Co
             tokio::spawn(async move {
                 while hangup.recv().await.is_some() {
                     tracing::info!("SIGHUP received: reloading the config");
+                    keyward_daemon::activation::reloading();
                     let loaded = load_config(&args);
                     if sender.send(loaded).await.is_err() {
                         break;

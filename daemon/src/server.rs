@@ -54,7 +54,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct SocketGuard {
     path: PathBuf,
-    _lock: File,
+    /// `None` for a socket inherited from the service manager, which owns it (and keeps
+    /// other daemons off it by listening itself).
+    lock: Option<File>,
 }
 
 impl SocketGuard {
@@ -66,8 +68,11 @@ impl SocketGuard {
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
-        // The lock file stays: removing it would let two daemons lock different files.
-        let _ = std::fs::remove_file(&self.path);
+        // The lock file stays: removing it would let two daemons lock different files. An
+        // inherited socket stays too: the service manager listens on it for the next start.
+        if self.lock.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -85,6 +90,9 @@ pub fn bind(config: &Config) -> Result<(UnixListener, SocketGuard), String> {
 /// directory (created 0700, or 0711 when `open_to_others`, and owned by us when `is_default` or
 /// missing), takes `<socket>.lock`, clears a stale socket, binds and sets the mode (0600, or
 /// 0666 when `open_to_others`). `elsewhere` names the setting that chooses another path.
+///
+/// A socket the service manager passed for this path (socket activation, [`crate::activation`])
+/// is used instead of binding: its directory and owner are checked and its mode set the same.
 pub fn bind_socket(
     socket: &Path,
     is_default: bool,
@@ -92,6 +100,24 @@ pub fn bind_socket(
     elsewhere: &str,
 ) -> Result<(UnixListener, SocketGuard), String> {
     let shown = socket.display();
+    let socket_mode = if open_to_others { 0o666 } else { 0o600 };
+    if let Some(inherited) = crate::activation::claim(socket) {
+        crate::activation::check_inherited(socket)?;
+        transport::set_socket_mode(socket, socket_mode)?;
+        inherited
+            .set_nonblocking(true)
+            .map_err(|e| format!("cannot use the inherited socket {shown}: {e}"))?;
+        let listener = UnixListener::from_std(inherited)
+            .map_err(|e| format!("cannot use the inherited socket {shown}: {e}"))?;
+        tracing::info!(socket = %shown, "serving a socket passed by the service manager (socket activation)");
+        return Ok((
+            listener,
+            SocketGuard {
+                path: socket.to_path_buf(),
+                lock: None,
+            },
+        ));
+    }
     let parent = socket
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -143,13 +169,12 @@ pub fn bind_socket(
     }
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("cannot listen on {shown}: {e}"))?;
-    let socket_mode = if open_to_others { 0o666 } else { 0o600 };
     transport::set_socket_mode(socket, socket_mode)?;
     Ok((
         listener,
         SocketGuard {
             path: socket.to_path_buf(),
-            _lock: lock,
+            lock: Some(lock),
         },
     ))
 }
@@ -324,6 +349,9 @@ impl Daemon {
             Some(ssh) => Some(ssh_agent::bind(ssh, !self.config.allow_uids.is_empty())?),
             None => None,
         };
+        for path in crate::activation::unclaimed() {
+            tracing::warn!(socket = %path.display(), "the service manager passed a socket the config does not name (socket, [ssh_agent] socket); it is not served");
+        }
         Self::wait_plugins(self.running.values()).await;
         let audit = match &self.config.audit {
             Some(audit) => Auditor::open(audit)?,
@@ -424,6 +452,7 @@ impl Daemon {
             pid = std::process::id(),
             "keywardd ready"
         );
+        crate::activation::ready("serving");
         // Check configured keys in the background: a slow backend must not delay serving.
         let checking = current.registry.clone();
         tokio::spawn(async move { checking.check_named_keys().await });
@@ -441,12 +470,18 @@ impl Daemon {
         let result = loop {
             tokio::select! {
                 result = &mut servers => break result,
-                () = &mut shutdown, if !signalled => signalled = true,
+                () = &mut shutdown, if !signalled => {
+                    signalled = true;
+                    crate::activation::stopping();
+                }
                 () = &mut drain_deadline => {
                     tracing::warn!("in-flight requests did not finish within {DRAIN_TIMEOUT:?}; exiting anyway");
                     break Ok(());
                 }
                 Some(reload) = reloads.recv(), if !signalled => {
+                    // main.rs said RELOADING=1 on SIGHUP; READY=1 again whatever the outcome,
+                    // since the running config serves either way.
+                    let _ready = ReadyAgain;
                     match reload {
                         Err(message) => tracing::error!("config reload refused, the running config stays: {message}"),
                         Ok(config) => match self.reload(config, &current, &audit).await {
@@ -559,6 +594,15 @@ impl Daemon {
             "config reloaded"
         );
         Ok(next)
+    }
+}
+
+/// Says `READY=1` when a reload is over, however it ended.
+struct ReadyAgain;
+
+impl Drop for ReadyAgain {
+    fn drop(&mut self) {
+        crate::activation::ready("serving");
     }
 }
 
