@@ -15,7 +15,7 @@ mod output;
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use crate::output::Failure;
 
@@ -50,7 +50,8 @@ Examples:
   keyward verify --key release --input app.tar.gz --signature app.tar.gz.sig
   openssl dgst -sha256 -verify release.pub.pem -signature app.tar.gz.sig app.tar.gz
   keyward cert issue --key release --subject \"C=US,ST=WA,O=Example,CN=release\"
-  keyward notation install";
+  keyward notation install
+  keyward completions bash > ~/.local/share/bash-completion/completions/keyward";
 
 /// Sign with keys held by the keyward agent (keywardd); private keys never leave it.
 #[derive(Debug, Parser)]
@@ -109,7 +110,7 @@ fn main() {
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(cmd::run(&agent, cli.command)),
+        Ok(runtime) => runtime.block_on(cmd::run(&agent, cli.command, Cli::command)),
         Err(error) => Err(Failure::new(format!(
             "cannot start the async runtime: {error}"
         ))),

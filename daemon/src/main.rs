@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use keyward_daemon::config::{self, ConfigSource, Overrides};
 use keyward_daemon::{paths, server};
 
@@ -11,6 +11,7 @@ use keyward_daemon::{paths, server};
 /// over a Unix socket.
 #[derive(Clone, Debug, Parser)]
 #[command(
+    name = "keywardd",
     version,
     after_help = "\
 With no config file, keywardd runs on an embedded default: one `local` backend keeping keys
@@ -46,10 +47,40 @@ struct Args {
     /// then exit: 0 when fine, 2 on an error (creates nothing, reads no secret)
     #[arg(long)]
     check_config: bool,
+    /// Print keywardd's man page (roff, section 8) and exit (scripts/install, the package)
+    #[arg(long, hide = true)]
+    man: bool,
+    /// Print the completion script of SHELL (bash, zsh, fish, ...) and exit
+    #[arg(long, value_name = "SHELL", hide = true)]
+    completions: Option<clap_complete::Shell>,
+}
+
+/// `--man` and `--completions`: generated from the same definitions that parse the command
+/// line, so they never drift from `--help`.
+fn print_manual(args: &Args) -> Option<ExitCode> {
+    let mut command = Args::command();
+    if let Some(shell) = args.completions {
+        clap_complete::generate(shell, &mut command, "keywardd", &mut std::io::stdout());
+        return Some(ExitCode::SUCCESS);
+    }
+    if !args.man {
+        return None;
+    }
+    let page = clap_mangen::Man::new(command).section("8");
+    Some(match page.render(&mut std::io::stdout()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keywardd: error: cannot write the man page: {e}");
+            ExitCode::FAILURE
+        }
+    })
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(code) = print_manual(&args) {
+        return code;
+    }
     // Sockets passed by systemd (socket activation): taken before any thread starts, since
     // taking them removes LISTEN_FDS and LISTEN_PID from the environment.
     let inherited = match keyward_daemon::activation::take_inherited() {

@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod envelope_edit;
 pub mod keys;
 pub mod keys_delete;
+pub mod manuals;
 pub mod notary;
 pub mod notary_timestamp;
 pub mod notation;
@@ -75,6 +76,12 @@ pub enum Command {
     /// OpenSSH: a key as an authorized_keys or allowed_signers line (docs/ssh.md)
     #[command(subcommand, after_help = ssh::AFTER_HELP)]
     Ssh(ssh::SshCommand),
+    /// Print the shell completion script (bash, zsh, fish, ...)
+    #[command(after_help = manuals::COMPLETIONS_AFTER_HELP)]
+    Completions(manuals::CompletionsArgs),
+    /// Write the man pages (keyward.1 and one per subcommand) into a directory
+    #[command(after_help = manuals::MAN_AFTER_HELP)]
+    Man(manuals::ManArgs),
 }
 
 /// Where the agent is and how to reach it.
@@ -94,7 +101,11 @@ pub struct Agent {
 ///
 /// Commands check their arguments and read their input files before they connect, so a usage
 /// mistake is reported as such even when the agent is not running.
-pub async fn run(agent: &Agent, command: Command) -> Result<i32, Failure> {
+pub async fn run(
+    agent: &Agent,
+    command: Command,
+    cli: fn() -> clap::Command,
+) -> Result<i32, Failure> {
     match command {
         Command::Status(args) => status::run(agent, args).await,
         Command::Doctor(args) => doctor::run(agent, args).await,
@@ -111,6 +122,8 @@ pub async fn run(agent: &Agent, command: Command) -> Result<i32, Failure> {
         Command::Yubikey(command) => yubikey::run(agent, command).await,
         Command::Unlock(args) => yubikey::unlock(agent, args).await,
         Command::Ssh(command) => ssh::run(agent, command).await,
+        Command::Completions(args) => manuals::completions(cli(), args),
+        Command::Man(args) => manuals::man(cli(), args),
     }
 }
 
