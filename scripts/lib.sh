@@ -223,3 +223,32 @@ need_cargo_deb() {
   fi
   export CARGO_DEB="$bin_dir/cargo-deb"
 }
+
+# install_ci_linters: actionlint (Go module proxy, built into ~/.cache/keyward/bin; version
+# stamp actionlint.version) and check-jsonschema (PyPI, in the keyward venv, with GitLab CI's
+# schema built in); exports KEYWARD_TEST_ACTIONLINT and KEYWARD_TEST_CHECK_JSONSCHEMA.
+ACTIONLINT_VERSION=v1.7.12
+CHECK_JSONSCHEMA_VERSION=0.39.0
+install_ci_linters() {
+  local bin_dir="${KEYWARD_BIN_DIR:-$HOME/.cache/keyward/bin}" venv="${KEYWARD_VENV:-$HOME/.cache/keyward/venv}" build
+  if [ ! -x "$bin_dir/actionlint" ] || [ "$(cat "$bin_dir/actionlint.version" 2>/dev/null)" != "$ACTIONLINT_VERSION" ]; then
+    command -v go >/dev/null || apt_install golang-go
+    log "building actionlint $ACTIONLINT_VERSION from the Go module proxy"
+    build=$(mktemp -d)
+    # The proxy serves a required version, not its version list: a throwaway module pins it.
+    printf 'module keyward.local/actionlintbuild\n\ngo 1.23\n\nrequire github.com/rhysd/actionlint %s\n' "$ACTIONLINT_VERSION" >"$build/go.mod"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/rhysd/actionlint/cmd/actionlint"\n' >"$build/tools.go"
+    (cd "$build" && GOFLAGS=-mod=mod go mod tidy &&
+      GOFLAGS=-mod=mod GOBIN="$bin_dir" go install github.com/rhysd/actionlint/cmd/actionlint)
+    rm -rf "$build"
+    echo "$ACTIONLINT_VERSION" >"$bin_dir/actionlint.version"
+  fi
+  export KEYWARD_TEST_ACTIONLINT="$bin_dir/actionlint"
+  apt_install python3 python3-venv
+  [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
+  if [ "$("$venv/bin/check-jsonschema" --version 2>/dev/null | awk '{print $NF}')" != "$CHECK_JSONSCHEMA_VERSION" ]; then
+    log "installing into $venv: check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "check-jsonschema==$CHECK_JSONSCHEMA_VERSION"
+  fi
+  export KEYWARD_TEST_CHECK_JSONSCHEMA="$venv/bin/check-jsonschema"
+}

@@ -6,7 +6,8 @@
 //! signs with SoftHSM, then `--uninstall` (`install`); and the "Done when" path: the Debian
 //! package built with cargo-deb, `dpkg -i`, the installed keywardd socket-activated with the
 //! docs' PKCS#11 example, `keyward status` green, metrics scraped, a signature verified by
-//! openssl, `dpkg --purge` (`package`).
+//! openssl, `dpkg --purge` (`package`); the CI recipes in examples/ci pass actionlint and
+//! GitLab's CI schema (`recipes`).
 //!
 //! Run with `scripts/test ops` (installs cargo-deb and the tools), or
 //! `cargo test -p keyward-tests --test ops` once they are installed.
@@ -15,4 +16,5 @@ mod activation;
 mod common;
 mod install;
 mod package;
+mod recipes;
 mod units;
