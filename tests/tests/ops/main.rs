@@ -7,13 +7,15 @@
 //! package built with cargo-deb, `dpkg -i`, the installed keywardd socket-activated with the
 //! docs' PKCS#11 example, `keyward status` green, metrics scraped, a signature verified by
 //! openssl, `dpkg --purge` (`package`); the CI recipes in examples/ci pass actionlint and
-//! GitLab's CI schema (`recipes`).
+//! GitLab's CI schema (`recipes`); the Containerfile's paths, libraries, user and entrypoint
+//! (`container`).
 //!
 //! Run with `scripts/test ops` (installs cargo-deb and the tools), or
 //! `cargo test -p keyward-tests --test ops` once they are installed.
 
 mod activation;
 mod common;
+mod container;
 mod install;
 mod package;
 mod recipes;
