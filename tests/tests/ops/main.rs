@@ -8,7 +8,7 @@
 //! docs' PKCS#11 example, `keyward status` green, metrics scraped, a signature verified by
 //! openssl, `dpkg --purge` (`package`); the CI recipes in examples/ci pass actionlint and
 //! GitLab's CI schema (`recipes`); the Containerfile's paths, libraries, user and entrypoint
-//! (`container`).
+//! (`container`); `scripts/quickstart` into a temporary home (`quickstart`).
 //!
 //! Run with `scripts/test ops` (installs cargo-deb and the tools), or
 //! `cargo test -p keyward-tests --test ops` once they are installed.
@@ -18,5 +18,6 @@ mod common;
 mod container;
 mod install;
 mod package;
+mod quickstart;
 mod recipes;
 mod units;
