@@ -31,6 +31,12 @@ fn dpkg(args: &[&str]) -> String {
     stdout_text(&common::ok(command, &format!("dpkg {args:?}")))
 }
 
+fn dpkg_deb(args: &[&str]) -> String {
+    let mut command = Command::new("dpkg-deb");
+    command.args(args);
+    stdout_text(&common::ok(command, &format!("dpkg-deb {args:?}")))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -96,9 +102,41 @@ fn the_package_installs_and_its_socket_activated_keywardd_signs_with_the_docs_pk
     package
         .args(["--from-debug", "--output"])
         .arg(&debs)
-        .arg("keyward")
         .env("CARGO_TARGET_DIR", &target_dir);
-    common::ok(package, "scripts/package --from-debug keyward");
+    common::ok(package, "scripts/package --from-debug");
+    // The plugin packages: each holds its plugins in /usr/libexec/keyward and depends on
+    // keyward and on the libraries its plugins link.
+    for (name, plugins, needs) in [
+        (
+            "keyward-plugin-yubikey",
+            ["yubikey"].as_slice(),
+            ["libpcsclite1", "pcscd"].as_slice(),
+        ),
+        ("keyward-plugin-tpm", &["tpm"], &["libtss2-esys"]),
+        (
+            "keyward-plugins-cloud",
+            &["vault", "awskms", "azurekv"],
+            &["ca-certificates"],
+        ),
+        ("keyward-plugin-parsec", &["parsec"], &[]),
+    ] {
+        let deb = debs.join(format!("{name}_0.1.0-1_amd64.deb"));
+        let info = dpkg_deb(&["-f", deb.to_str().unwrap(), "Depends"]);
+        assert!(
+            info.split(",").any(|d| d.trim() == "keyward"),
+            "{name}: Depends: {info}"
+        );
+        for need in needs {
+            assert!(info.contains(need), "{name}: Depends lacks {need}: {info}");
+        }
+        let contents = dpkg_deb(&["-c", deb.to_str().unwrap()]);
+        for plugin in plugins {
+            assert!(
+                contents.contains(&format!("./usr/libexec/keyward/keyward-plugin-{plugin}\n")),
+                "{name} lacks keyward-plugin-{plugin}:\n{contents}"
+            );
+        }
+    }
     let deb = std::fs::read_dir(&debs)
         .unwrap()
         .flatten()
