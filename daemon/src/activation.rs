@@ -151,3 +151,40 @@ pub fn stopping() {
         sd_notify::NotifyState::Status("finishing in-flight requests"),
     ]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inherited_socket_is_claimed_by_its_path_however_it_is_spelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        INHERITED.lock().unwrap().push((path.clone(), listener));
+        // Another path takes nothing.
+        assert!(claim(&dir.path().join("ssh.sock")).is_none());
+        assert!(unclaimed().contains(&path));
+        // The same socket through `.` in its directory.
+        let spelled = dir.path().join(".").join("agent.sock");
+        let claimed = claim(&spelled).expect("the same socket");
+        assert_eq!(
+            claimed.local_addr().unwrap().as_pathname(),
+            Some(path.as_path())
+        );
+        assert!(!unclaimed().contains(&path));
+        assert!(claim(&path).is_none(), "claimed once");
+    }
+
+    #[test]
+    fn an_inherited_socket_in_a_directory_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let _listener = UnixListener::bind(&path).unwrap();
+        check_inherited(&path).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let error = check_inherited(&path).unwrap_err();
+        assert!(error.contains("writable by group or others"), "{error}");
+    }
+}
