@@ -169,8 +169,11 @@ install_cosign() {
   export KEYWARD_TEST_COSIGN="$bin_dir/cosign"
 }
 
-# The binaries `scripts/install` and the packages ship, as cargo builds them.
-INSTALL_BINS=(keywardd keyward notation-keyward sigstore-kms-keyward)
+# The binaries `scripts/install` ships into bin/: every [[bin]] of the daemon and CLI crates
+# (keywardd, keyward, notation-keyward, sigstore-kms-keyward, and whatever the CLI adds).
+mapfile -t INSTALL_BINS < <(awk '/^\[\[bin\]\]/ { inbin = 1; next } /^\[/ { inbin = 0 }
+  inbin && /^name *= */ { gsub(/^name *= *"|"$/, ""); print }' \
+  "$(dirname "${BASH_SOURCE[0]}")/../daemon/Cargo.toml" "$(dirname "${BASH_SOURCE[0]}")/../cli/Cargo.toml")
 # The crates whose binaries those are, and every plugin crate (keyward-plugin-<type>).
 install_crates() {
   local crates=(-p keyward-daemon -p keyward-cli) dir
