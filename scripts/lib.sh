@@ -228,8 +228,9 @@ need_cargo_deb() {
 }
 
 # install_ci_linters: actionlint (Go module proxy, built into ~/.cache/keyward/bin; version
-# stamp actionlint.version) and check-jsonschema (PyPI, in the keyward venv, with GitLab CI's
-# schema built in); exports KEYWARD_TEST_ACTIONLINT and KEYWARD_TEST_CHECK_JSONSCHEMA.
+# stamp actionlint.version) with shellcheck (Debian) for the workflow's run: scripts, and
+# check-jsonschema (PyPI, in the keyward venv, with GitLab CI's schema built in); exports
+# KEYWARD_TEST_ACTIONLINT, KEYWARD_TEST_SHELLCHECK and KEYWARD_TEST_CHECK_JSONSCHEMA.
 ACTIONLINT_VERSION=v1.7.12
 CHECK_JSONSCHEMA_VERSION=0.39.0
 install_ci_linters() {
@@ -247,7 +248,9 @@ install_ci_linters() {
     echo "$ACTIONLINT_VERSION" >"$bin_dir/actionlint.version"
   fi
   export KEYWARD_TEST_ACTIONLINT="$bin_dir/actionlint"
-  apt_install python3 python3-venv
+  apt_install shellcheck python3 python3-venv
+  KEYWARD_TEST_SHELLCHECK=$(command -v shellcheck)
+  export KEYWARD_TEST_SHELLCHECK
   [ -x "$venv/bin/python3" ] || python3 -m venv "$venv"
   if [ "$("$venv/bin/check-jsonschema" --version 2>/dev/null | awk '{print $NF}')" != "$CHECK_JSONSCHEMA_VERSION" ]; then
     log "installing into $venv: check-jsonschema==$CHECK_JSONSCHEMA_VERSION"

@@ -162,6 +162,8 @@ fn the_package_installs_and_its_socket_activated_keywardd_signs_with_the_docs_pk
         "/usr/share/man/man8/keywardd.8",
         "/usr/share/man/man1/keyward-status.1",
         "/usr/share/bash-completion/completions/keyward",
+        // The LGPL notice for the two binaries that link sequoia-openpgp (NOTICE).
+        "/usr/share/doc/keyward/NOTICE",
         "/etc/keyward/keywardd.toml",
     ] {
         assert!(Path::new(file).is_file(), "{file} was not installed");

@@ -1,6 +1,6 @@
 //! The CI recipes in examples/ci pass real linters: actionlint for the GitHub Actions
 //! workflow (which catches the `runner` context in a job's `env` that the workflow once had)
-//! and GitLab's CI schema, through check-jsonschema, for the GitLab pipeline. Each linter is
+//! (with shellcheck on its `run:` scripts) and GitLab's CI schema, through check-jsonschema, for the GitLab pipeline. Each linter is
 //! shown to reject a broken recipe, so the test can fail.
 
 use std::path::{Path, PathBuf};
@@ -17,7 +17,7 @@ fn linter(var: &str) -> Option<PathBuf> {
         _ => {
             peers::missing(
                 &format!("{var} does not name the linter"),
-                "scripts/test ops installs actionlint and check-jsonschema (install_ci_linters in scripts/lib.sh)",
+                "scripts/test ops installs actionlint, shellcheck and check-jsonschema (install_ci_linters in scripts/lib.sh)",
             );
             None
         }
@@ -39,9 +39,13 @@ fn the_github_actions_workflow_passes_actionlint() {
     let Some(actionlint) = linter("KEYWARD_TEST_ACTIONLINT") else {
         return;
     };
-    // shellcheck is not installed with it: the run: scripts are checked by the shells that
-    // run them, the workflow's structure, contexts and expressions by actionlint.
-    let args = ["-shellcheck=", "-pyflakes=", "-no-color"];
+    // The run: scripts go through shellcheck (Debian's, which actionlint calls), the
+    // workflow's structure, contexts and expressions through actionlint itself.
+    let Some(shellcheck) = linter("KEYWARD_TEST_SHELLCHECK") else {
+        return;
+    };
+    let shellcheck = format!("-shellcheck={}", shellcheck.display());
+    let args = [shellcheck.as_str(), "-pyflakes=", "-no-color"];
     let workflow = common::repo().join("examples/ci/github-actions-awskms.yml");
     let (ok, said) = run(&actionlint, &args, &workflow);
     assert!(ok, "actionlint {}:\n{said}", workflow.display());
