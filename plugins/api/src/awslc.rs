@@ -216,3 +216,102 @@ impl AwsLcVerifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::ecdsa::EcdsaSig;
+    use openssl::nid::Nid;
+    use openssl::sign::Verifier as OpenSslVerifier;
+
+    use super::*;
+    use crate::SignatureAlgorithm;
+
+    fn ec_key(nid: Nid) -> PKey<Private> {
+        PKey::from_ec_key(EcKey::generate(&EcGroup::from_curve_name(nid).unwrap()).unwrap())
+            .unwrap()
+    }
+
+    #[test]
+    fn ecdsa_signatures_verify_with_openssl_and_unsupported_pairs_fall_back() {
+        for (spec, nid, algorithm, len) in [
+            (
+                KeySpec::EcP256,
+                Nid::X9_62_PRIME256V1,
+                SignatureAlgorithm::EcdsaSha256,
+                32,
+            ),
+            (
+                KeySpec::EcP384,
+                Nid::SECP384R1,
+                SignatureAlgorithm::EcdsaSha384,
+                48,
+            ),
+            (
+                KeySpec::EcP521,
+                Nid::SECP521R1,
+                SignatureAlgorithm::EcdsaSha512,
+                64,
+            ),
+        ] {
+            let key = ec_key(nid);
+            let signer = AwsLcSigner::from_pkey(spec, &key).expect("aws-lc takes the key");
+            let digest = vec![3u8; len];
+            let op = SignOp::prehashed(algorithm, &digest).unwrap();
+            let der = signer.sign(op).expect("supported").expect("signed");
+            // OpenSSL, an independent implementation, accepts it.
+            let sig = EcdsaSig::from_der(&der).unwrap();
+            assert!(
+                sig.verify(&digest, &key.ec_key().unwrap()).unwrap(),
+                "{spec}"
+            );
+            // And so does the aws-lc verifier, but not for another digest.
+            let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+            let ec = key.ec_key().unwrap();
+            let point = ec
+                .public_key()
+                .to_bytes(
+                    ec.group(),
+                    openssl::ec::PointConversionForm::UNCOMPRESSED,
+                    &mut ctx,
+                )
+                .unwrap();
+            let verifier = AwsLcVerifier::new(spec, &point).unwrap();
+            assert_eq!(verifier.verify(op, &der), Some(true));
+            let other = vec![4u8; len];
+            let other = SignOp::prehashed(algorithm, &other).unwrap();
+            assert_eq!(verifier.verify(other, &der), Some(false));
+        }
+        // aws-lc-rs signs P-256 with SHA-256 only: SHA-384 is left to OpenSSL.
+        let signer =
+            AwsLcSigner::from_pkey(KeySpec::EcP256, &ec_key(Nid::X9_62_PRIME256V1)).unwrap();
+        let digest = [1u8; 48];
+        let op = SignOp::prehashed(SignatureAlgorithm::EcdsaSha384, &digest).unwrap();
+        assert!(signer.sign(op).is_none());
+    }
+
+    #[test]
+    fn ed25519_signatures_verify_with_openssl() {
+        let key = PKey::generate_ed25519().unwrap();
+        let signer = AwsLcSigner::from_pkey(KeySpec::Ed25519, &key).unwrap();
+        let signature = signer
+            .sign(SignOp::ed25519(b"message"))
+            .expect("supported")
+            .expect("signed");
+        let mut check = OpenSslVerifier::new_without_digest(&key).unwrap();
+        assert!(check.verify_oneshot(&signature, b"message").unwrap());
+        let verifier =
+            AwsLcVerifier::new(KeySpec::Ed25519, &key.raw_public_key().unwrap()).unwrap();
+        assert_eq!(
+            verifier.verify(SignOp::ed25519(b"message"), &signature),
+            Some(true)
+        );
+        assert_eq!(
+            verifier.verify(SignOp::ed25519(b"massage"), &signature),
+            Some(false)
+        );
+        // RSA is not aws-lc's here.
+        let rsa = PKey::from_rsa(openssl::rsa::Rsa::generate(2048).unwrap()).unwrap();
+        assert!(AwsLcSigner::from_pkey(KeySpec::Rsa2048, &rsa).is_none());
+    }
+}
