@@ -50,7 +50,8 @@ pub async fn run(args: LatencyArgs) -> Result<()> {
         } else {
             Vec::new()
         };
-        let (daemon, client) = PrivateDaemon::start_local(&args.isolation, &ssh_keys).await?;
+        let (daemon, client) =
+            PrivateDaemon::start_local(&args.isolation, &ssh_keys, args.audit).await?;
         (Some(daemon), client, "local".to_string())
     } else {
         let socket = args
@@ -147,10 +148,11 @@ async fn bench_key(
     })
     .await??;
 
-    let label = if args.isolation == "process" {
-        format!("keyward {backend} (plugin process)")
-    } else {
-        format!("keyward {backend}")
+    let label = match (args.isolation.as_str(), args.audit) {
+        ("process", false) => format!("keyward {backend} (plugin process)"),
+        ("process", true) => format!("keyward {backend} (plugin process, audit log)"),
+        (_, false) => format!("keyward {backend}"),
+        (_, true) => format!("keyward {backend} (audit log)"),
     };
     let row = |path, label: &str, clients, summary: Summary, overhead, resources| Row {
         spec,

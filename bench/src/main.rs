@@ -125,6 +125,10 @@ pub struct LatencyArgs {
     /// ("process"), to measure the cost of isolation
     #[arg(long, value_parser = ["none", "process"], default_value = "none", requires = "spawn")]
     pub isolation: String,
+    /// With --spawn: the daemon writes an audit log (`[audit]`, its defaults: every request
+    /// recorded and fsynced before the backend sees it, group-committed)
+    #[arg(long, requires = "spawn")]
+    pub audit: bool,
     /// Also measure OpenSSH's ssh-agent with the same key type and concurrency (one
     /// connection per client, as ssh clients use)
     #[arg(long)]

@@ -53,6 +53,13 @@ pub struct Pkcs11Args {
     /// Sessions in keyward's pool
     #[arg(long, default_value_t = 4)]
     pub sessions: usize,
+    /// The backend in a plugin process ("process") or in keywardd ("none", which needs a
+    /// keywardd built with the cargo feature `pkcs11-in-process`: see --keywardd)
+    #[arg(long, value_parser = ["none", "process"], default_value = "process")]
+    pub isolation: String,
+    /// The keywardd to start [default: the one next to this executable]
+    #[arg(long, value_name = "PATH")]
+    pub keywardd: Option<PathBuf>,
     /// Print JSON instead of Markdown
     #[arg(long)]
     pub json: bool,
@@ -112,11 +119,13 @@ pub async fn run(args: Pkcs11Args) -> Result<()> {
         );
     }
     let backend = format!(
-        "[[backend]]\nname = \"hsm\"\ntype = \"pkcs11\"\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KEYWARD_BENCH_PIN\"\nenv = [\"SOFTHSM2_CONF\"]\nsessions = {}\n",
+        "[[backend]]\nname = \"hsm\"\ntype = \"pkcs11\"\nmodule = {module:?}\ntoken_label = {TOKEN:?}\npin_env = \"KEYWARD_BENCH_PIN\"\nenv = [\"SOFTHSM2_CONF\"]\nsessions = {}\nisolation = {:?}\n",
         args.sessions,
+        args.isolation,
         module = args.module.display().to_string(),
     );
-    let (mut daemon, client) = PrivateDaemon::start_with(
+    let (mut daemon, client) = PrivateDaemon::start_with_exe(
+        args.keywardd.as_deref(),
         Extra::Backends(&backend),
         &[("SOFTHSM2_CONF", &conf_str), ("KEYWARD_BENCH_PIN", PIN)],
     )
@@ -189,7 +198,7 @@ pub async fn run(args: Pkcs11Args) -> Result<()> {
                 key_id: label.clone(),
                 algorithm,
                 path: RowPath::Agent,
-                label: "keyward pkcs11 (plugin process)".to_string(),
+                label: label_of(&args.isolation).to_string(),
                 clients,
                 summary,
                 overhead_p50_us: floor_p50.map(|f| summary.p50_us - f),
@@ -206,14 +215,34 @@ pub async fn run(args: Pkcs11Args) -> Result<()> {
         duration_s: None,
         warmup: 100,
         note: format!(
-            "SoftHSM2 token; keyward's pkcs11 backend in its plugin process with {} sessions. \
-             Server CPU and RSS: keywardd and the plugin process. The session-per-signature \
+            "SoftHSM2 token; keyward's pkcs11 backend {} with {} sessions. \
+             Server CPU and RSS: keywardd{}. The session-per-signature \
              series has {} signatures.",
-            args.sessions, args.session_count
+            if args.isolation == "none" {
+                "in keywardd (built with pkcs11-in-process)"
+            } else {
+                "in its plugin process"
+            },
+            args.sessions,
+            if args.isolation == "none" {
+                ""
+            } else {
+                " and the plugin process"
+            },
+            args.session_count
         ),
         rows,
     };
     crate::report::print(&report, args.json, args.json_out.as_ref())
+}
+
+/// The label of the agent rows for an isolation (the names `keyward-bench targets` looks for).
+fn label_of(isolation: &str) -> &'static str {
+    if isolation == "none" {
+        crate::targets::PKCS11_IN_PROCESS
+    } else {
+        crate::targets::PKCS11_PROCESS
+    }
 }
 
 /// One agent series on `key_id`: `clients` tasks, `count` signatures, after a warm-up; the

@@ -19,8 +19,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Copy, Debug)]
 pub enum Extra<'a> {
     /// One `local` backend named "local" with this isolation, and an ssh-agent socket
-    /// (`ssh-agent.sock` next to `agent.sock`) offering these key ids unless there are none.
-    Local(&'a str, &'a [String]),
+    /// (`ssh-agent.sock` next to `agent.sock`) offering these key ids unless there are none;
+    /// with an audit log (`audit.log`) when the flag is set.
+    Local(&'a str, &'a [String], bool),
     /// These `[[backend]]` tables, verbatim.
     Backends(&'a str),
     /// No config file: the embedded default (one `local` backend), with the XDG directories
@@ -50,8 +51,9 @@ impl PrivateDaemon {
     pub async fn start_local(
         isolation: &str,
         ssh_keys: &[String],
+        audit: bool,
     ) -> Result<(PrivateDaemon, Client)> {
-        Self::start_with(Extra::Local(isolation, ssh_keys), &[]).await
+        Self::start_with(Extra::Local(isolation, ssh_keys, audit), &[]).await
     }
 
     /// Starts `keywardd` with the `local` backend (`Extra::Local`), with the given
@@ -61,9 +63,22 @@ impl PrivateDaemon {
         extra: Extra<'_>,
         env: &[(&str, &str)],
     ) -> Result<(PrivateDaemon, Client)> {
-        let exe = std::env::current_exe()
-            .context("cannot find this executable")?
-            .with_file_name("keywardd");
+        Self::start_with_exe(None, extra, env).await
+    }
+
+    /// [`PrivateDaemon::start_with`] with another keywardd than the one next to this
+    /// executable (a build with other cargo features).
+    pub async fn start_with_exe(
+        exe: Option<&Path>,
+        extra: Extra<'_>,
+        env: &[(&str, &str)],
+    ) -> Result<(PrivateDaemon, Client)> {
+        let exe = match exe {
+            Some(exe) => exe.to_path_buf(),
+            None => std::env::current_exe()
+                .context("cannot find this executable")?
+                .with_file_name("keywardd"),
+        };
         if !exe.is_file() {
             bail!(
                 "{} does not exist: build it with `cargo build --release -p keyward-daemon` (it must sit next to keyward-bench)",
@@ -101,7 +116,9 @@ impl PrivateDaemon {
         } else {
             let config = root.join("keywardd.toml");
             let text = match extra {
-                Extra::Local(isolation, ssh_keys) => config_text(root, isolation, ssh_keys),
+                Extra::Local(isolation, ssh_keys, audit) => {
+                    config_text(root, isolation, ssh_keys, audit)
+                }
                 Extra::Backends(tables) => format!(
                     "socket = {}\nstate_dir = {}\n\n{tables}\n",
                     toml_string(&root.join("agent.sock").display().to_string()),
@@ -117,7 +134,7 @@ impl PrivateDaemon {
         };
         let log = root.join("keywardd.log");
         let ssh_socket = match extra {
-            Extra::Local(_, keys) if !keys.is_empty() => Some(root.join("ssh-agent.sock")),
+            Extra::Local(_, keys, _) if !keys.is_empty() => Some(root.join("ssh-agent.sock")),
             _ => None,
         };
         let mut daemon = PrivateDaemon {
@@ -149,9 +166,10 @@ impl PrivateDaemon {
             .open(&self.log)
             .with_context(|| format!("cannot open {}", self.log.display()))?;
         let started = Instant::now();
+        // The daemon's own log level (its default unless the caller's environment sets
+        // KEYWARD_LOG): what ships is what is measured.
         let child = Command::new(&self.exe)
             .args(&self.args)
-            .env("KEYWARD_LOG", "warn")
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log_file.try_clone()?)
@@ -262,7 +280,7 @@ impl Drop for PrivateDaemon {
 }
 
 /// The daemon's config: socket, state and one `local` backend, all under `root`.
-fn config_text(root: &Path, isolation: &str, ssh_keys: &[String]) -> String {
+fn config_text(root: &Path, isolation: &str, ssh_keys: &[String], audit: bool) -> String {
     let path = |name: &str| toml_string(&root.join(name).display().to_string());
     let mut text = format!(
         "socket = {}\nstate_dir = {}\n\n[[backend]]\nname = \"local\"\ntype = \"local\"\nisolation = {}\npath = {}\n",
@@ -278,6 +296,9 @@ fn config_text(root: &Path, isolation: &str, ssh_keys: &[String]) -> String {
             path("ssh-agent.sock"),
             keys.join(", ")
         ));
+    }
+    if audit {
+        text.push_str(&format!("\n[audit]\npath = {}\n", path("audit.log")));
     }
     text
 }
@@ -303,17 +324,27 @@ mod tests {
 
     #[test]
     fn config_names_everything_under_root() {
-        let text = config_text(Path::new("/tmp/kb \"x\""), "process", &[]);
+        let text = config_text(Path::new("/tmp/kb \"x\""), "process", &[], false);
         assert_eq!(
             text,
             "socket = \"/tmp/kb \\\"x\\\"/agent.sock\"\nstate_dir = \"/tmp/kb \\\"x\\\"/state\"\n\n\
              [[backend]]\nname = \"local\"\ntype = \"local\"\nisolation = \"process\"\npath = \"/tmp/kb \\\"x\\\"/keys\"\n"
         );
-        let text = config_text(Path::new("/tmp/kb"), "none", &["bench-ed25519".into()]);
+        let text = config_text(
+            Path::new("/tmp/kb"),
+            "none",
+            &["bench-ed25519".into()],
+            false,
+        );
         assert!(
             text.ends_with(
                 "\n[ssh_agent]\nsocket = \"/tmp/kb/ssh-agent.sock\"\nkeys = [\"bench-ed25519\"]\n"
             ),
+            "{text}"
+        );
+        let text = config_text(Path::new("/tmp/kb"), "none", &[], true);
+        assert!(
+            text.ends_with("\n[audit]\npath = \"/tmp/kb/audit.log\"\n"),
             "{text}"
         );
     }

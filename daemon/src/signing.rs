@@ -257,7 +257,10 @@ impl SigningCore {
             .await;
         match result {
             Ok(signed) => {
-                tracing::info!(
+                // DEBUG, not INFO: the audit log is the record of every signature, and at the
+                // default level this line cost more CPU (formatting) than the signature itself.
+                // The macro checks the level before it evaluates or formats any field.
+                tracing::debug!(
                     key = %key.id,
                     backend = %key.backend_name,
                     algorithm = %signed.algorithm,

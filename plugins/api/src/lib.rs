@@ -10,6 +10,7 @@
 //!
 //! A backend crate depends on this crate alone, never on the daemon or on another backend.
 
+pub mod awslc;
 mod backend;
 pub mod encoding;
 mod error;

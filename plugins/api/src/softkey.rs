@@ -1,5 +1,7 @@
-//! Signing with a private key held in this process, through OpenSSL: the `local` backend's key
-//! files and the `pgp` backend's unlocked OpenPGP keys use the same code.
+//! Signing with a private key held in this process: the `local` backend's key files and the
+//! `pgp` backend's unlocked OpenPGP keys use the same code. ECDSA and Ed25519 go through
+//! aws-lc-rs when the caller has the key as an [`AwsLcSigner`] (faster), the rest through
+//! OpenSSL.
 
 use openssl::ec::EcKey;
 use openssl::ecdsa::EcdsaSig;
@@ -8,11 +10,12 @@ use openssl::pkey_ctx::PkeyCtx;
 use openssl::rsa::Padding;
 use openssl::sign::{RsaPssSaltlen, Signer};
 
+use crate::awslc::AwsLcSigner;
 use crate::verify::message_digest;
 use crate::{BackendError, EcdsaFormat, KeySpec, SignOp, Signature};
 
 /// Signs `op` (a digest for ECDSA and RSA, the message for Ed25519) with `private`, a key
-/// of `spec`. `ec`, the same key as an `EC_KEY`, makes ECDSA skip OpenSSL 3's per-call EVP
+/// of `spec`; with `fast` (the same key in aws-lc-rs) when it can sign `op`. `ec`, the same key as an `EC_KEY`, makes ECDSA skip OpenSSL 3's per-call EVP
 /// context set-up, which costs more than the signature itself. RSA-PSS uses salt = hash
 /// length. ECDSA comes out as DER; the daemon converts it if the client asked for `r || s`.
 ///
@@ -22,6 +25,7 @@ pub fn sign(
     spec: KeySpec,
     private: &PKey<Private>,
     ec: Option<&EcKey<Private>>,
+    fast: Option<&AwsLcSigner>,
     op: SignOp<'_>,
 ) -> Result<Signature, BackendError> {
     let algorithm = op.algorithm();
@@ -29,6 +33,13 @@ pub fn sign(
         return Err(BackendError::InvalidInput(format!(
             "a {spec} key cannot sign with {algorithm}"
         )));
+    }
+    if let Some(signed) = fast.and_then(|fast| fast.sign(op)) {
+        return Ok(Signature {
+            bytes: signed.map_err(BackendError::Internal)?,
+            ecdsa_format: EcdsaFormat::Der,
+            key_version: None,
+        });
     }
     let failed = |e: openssl::error::ErrorStack| {
         BackendError::Internal(format!("{algorithm} signing failed: {e}"))

@@ -1,5 +1,6 @@
 //! Reading, checking and writing key files.
 
+use keyward_plugin_api::awslc::AwsLcSigner;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -21,6 +22,9 @@ pub(crate) struct LoadedKey {
     /// The same key as an `EC_KEY`, for EC keys: ECDSA through it skips OpenSSL 3's per-call
     /// EVP context set-up, which costs more than the signature itself.
     pub(crate) ec: Option<EcKey<Private>>,
+    /// The same key in aws-lc-rs (ECDSA, Ed25519), which signs several times faster than
+    /// OpenSSL 3; OpenSSL read (and decrypted) the file.
+    pub(crate) fast: Option<AwsLcSigner>,
     pub(crate) spec: KeySpec,
     pub(crate) public_key_der: Vec<u8>,
 }
@@ -138,6 +142,7 @@ pub(crate) fn load(path: &Path, passphrase: Option<&Secret>) -> Result<LoadedKey
         .map_err(|e| BackendError::Unsupported(format!("the key in {shown}: {e}")))?;
     Ok(LoadedKey {
         ec: private.ec_key().ok(),
+        fast: AwsLcSigner::from_pkey(spec, &private),
         private,
         spec,
         public_key_der,
@@ -219,6 +224,7 @@ pub(crate) fn generate(
     let public_key_der = private.public_key_to_der().map_err(internal)?;
     Ok(LoadedKey {
         ec: private.ec_key().ok(),
+        fast: AwsLcSigner::from_pkey(spec, &private),
         private,
         spec,
         public_key_der,

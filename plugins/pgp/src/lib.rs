@@ -406,7 +406,7 @@ fn load_cert(
 /// Signs `op` (a digest for ECDSA and RSA, the message for Ed25519) with `key`
 /// ([`keyward_plugin_api::softkey::sign`]).
 fn sign(key: &PgpKey, op: SignOp<'_>) -> Result<Signature, BackendError> {
-    keyward_plugin_api::softkey::sign(key.spec, &key.private, key.ec.as_ref(), op)
+    keyward_plugin_api::softkey::sign(key.spec, &key.private, key.ec.as_ref(), None, op)
 }
 
 #[async_trait]
