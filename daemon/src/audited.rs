@@ -1,9 +1,9 @@
 //! [`Audited`]: the one place that writes an RPC's audit records, in the order SECURITY.md
 //! promises: a refusal is one `denied` (permission, policy, rate) or `error` (bad input, unknown
-//! key) record; work that reaches a backend is an `attempt` record, on disk before the work
+//! key) record; work that reaches a backend is an `attempt` record, written before the work
 //! starts (with `fail_closed`, a request whose attempt cannot be written never reaches the
-//! backend), then an `ok` or `error` record (with `fail_closed`, a result whose `ok` cannot be
-//! written is withheld). Sign and every `KeyAdmin` RPC go through it, and so will the ssh-agent
+//! backend), then an `ok` or `error` record whose flush makes both durable before the reply
+//! (with `fail_closed`, a result whose `ok` cannot be written is withheld). Sign and every `KeyAdmin` RPC go through it, and so will the ssh-agent
 //! front-end. It also counts each outcome for the metrics endpoint ([`crate::metrics`]), the
 //! one place requests are counted.
 
@@ -92,7 +92,7 @@ impl<'a> Audited<'a> {
         let started = Instant::now();
         if let Err(e) = self
             .auditor
-            .record(self.record.outcome("attempt", None), Stage::Before)
+            .record_attempt(self.record.outcome("attempt", None))
             .await
         {
             self.count_failure("error", &e);

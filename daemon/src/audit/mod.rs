@@ -5,6 +5,8 @@
 //! [audit]
 //! path = "/var/log/keyward/audit.log"
 //! fail_closed = true      # refuse to sign when a record cannot be written (default false)
+//! sync_attempts = true    # fdatasync each `attempt` record too, before the backend is called
+//!                         # (default false: one flush per request, see below)
 //! max_bytes = 10485760    # rotate before the file would grow past this (default: never)
 //! ```
 //!
@@ -17,15 +19,21 @@
 //! newline); 64 zeros on the first line of a log.
 //!
 //! A request the daemon refuses is one `denied` (policy, uid, rate) or `error` (bad input,
-//! unknown key) record. A request that goes to a backend is an `attempt` record, written and
-//! fsynced before the backend is called, then an `ok` or `error` record. With `fail_closed`, a
-//! request whose `attempt` cannot be written never reaches the backend (`UNAVAILABLE`), and a
-//! signature whose `ok` cannot be written is withheld.
+//! unknown key) record. A request that goes to a backend is an `attempt` record, written to the
+//! file before the backend is called, then an `ok` or `error` record; the outcome's
+//! `fdatasync` makes both durable before the reply leaves. So no result leaves without both
+//! records on disk, and a crash of keywardd loses no record it wrote (the kernel has it); only
+//! a crash of the whole machine while the backend works can lose an `attempt` whose request
+//! never answered. `sync_attempts = true` closes that too, at the price of a second flush per
+//! request. With `fail_closed`, a request whose `attempt` cannot be written never reaches the
+//! backend (`UNAVAILABLE`), and a signature whose `ok` cannot be made durable is withheld.
 //!
 //! Writes are group-committed on the log's own thread (never tokio's blocking pool, so nothing
 //! that occupies that pool can hold the log up): it takes every record queued, appends them,
 //! and makes them durable with one `fdatasync`, so concurrent requests share flushes instead of
-//! queueing for one each. A request still goes on only after its own record is on disk.
+//! queueing for one each. A request still goes on only after its own record is on disk. An
+//! `attempt` (without `sync_attempts`) is appended by the request itself, under the same lock
+//! that orders the chain: a small write(2) to the page cache, no hand-off, no flush.
 //!
 //! Rotation renames the file to `<path>.<n>` (n = 1, 2, ...: higher is newer) and starts a new
 //! one whose first `prev` is the hash of the old file's last line, so the files verify in order
@@ -53,6 +61,9 @@ pub struct AuditConfig {
     pub path: PathBuf,
     /// Refuse requests whose record cannot be written.
     pub fail_closed: bool,
+    /// `fdatasync` each `attempt` record before the backend is called (else the outcome's
+    /// flush makes it durable).
+    pub sync_attempts: bool,
     /// Rotate before the file would grow past this many bytes.
     pub max_bytes: Option<u64>,
 }
@@ -63,6 +74,8 @@ struct RawAudit {
     path: PathBuf,
     #[serde(default)]
     fail_closed: bool,
+    #[serde(default)]
+    sync_attempts: bool,
     max_bytes: Option<u64>,
 }
 
@@ -86,6 +99,7 @@ impl AuditConfig {
         Ok(AuditConfig {
             path,
             fail_closed: raw.fail_closed,
+            sync_attempts: raw.sync_attempts,
             max_bytes: raw.max_bytes,
         })
     }
@@ -252,6 +266,7 @@ const MAX_BATCH: usize = 1024;
 #[derive(Debug)]
 struct Shared {
     fail_closed: bool,
+    sync_attempts: bool,
     writer: Mutex<Writer>,
     /// The highest `seq` known to be on disk; held while an `fdatasync` runs.
     durable: Mutex<u64>,
@@ -298,6 +313,31 @@ impl Shared {
         results
     }
 
+    /// What a failed write means for the request: with `fail_closed` a refusal (nothing sent
+    /// to the backend, or the result withheld); without, a logged error and the request goes on.
+    fn settle(&self, written: Result<(), String>, stage: Stage) -> Result<(), AgentError> {
+        match written {
+            Ok(()) => Ok(()),
+            Err(why) if self.fail_closed => {
+                tracing::error!("the audit log cannot be written: {why}; refusing (fail_closed)");
+                Err(AgentError::AuditUnavailable(match stage {
+                    Stage::Before => format!(
+                        "the audit log cannot be written: {why}; nothing was sent to the backend (the audit log is fail_closed); fix the audit log's disk or permissions and retry"
+                    ),
+                    Stage::After => format!(
+                        "the audit log cannot be written: {why}; the result is withheld (the audit log is fail_closed); fix the audit log's disk or permissions and retry"
+                    ),
+                }))
+            }
+            Err(why) => {
+                tracing::error!(
+                    "the audit log cannot be written: {why}; going on without the record (fail_closed = false)"
+                );
+                Ok(())
+            }
+        }
+    }
+
     /// Returns once every record up to `seq` is on disk.
     fn flush(&self, seq: u64) -> Result<(), String> {
         let mut durable = self.durable.lock().unwrap_or_else(|p| p.into_inner());
@@ -326,6 +366,7 @@ impl Auditor {
         let durable = writer.seq;
         let shared = Arc::new(Shared {
             fail_closed: config.fail_closed,
+            sync_attempts: config.sync_attempts,
             writer: Mutex::new(writer),
             durable: Mutex::new(durable),
         });
@@ -367,26 +408,25 @@ impl Auditor {
         } else {
             Err("the audit log's writer thread stopped".into())
         };
-        match written {
-            Ok(()) => Ok(()),
-            Err(why) if inner.fail_closed => {
-                tracing::error!("the audit log cannot be written: {why}; refusing (fail_closed)");
-                Err(AgentError::AuditUnavailable(match stage {
-                    Stage::Before => format!(
-                        "the audit log cannot be written: {why}; nothing was sent to the backend (the audit log is fail_closed); fix the audit log's disk or permissions and retry"
-                    ),
-                    Stage::After => format!(
-                        "the audit log cannot be written: {why}; the result is withheld (the audit log is fail_closed); fix the audit log's disk or permissions and retry"
-                    ),
-                }))
-            }
-            Err(why) => {
-                tracing::error!(
-                    "the audit log cannot be written: {why}; going on without the record (fail_closed = false)"
-                );
-                Ok(())
-            }
+        inner.settle(written, stage)
+    }
+
+    /// Writes a request's `attempt` record before its backend is called. Without
+    /// `sync_attempts` it is appended here, not flushed: the outcome's record, written with
+    /// [`Auditor::record`], makes both durable before the reply leaves. A failed append is
+    /// handled as [`Auditor::record`] handles a failed write.
+    pub async fn record_attempt(&self, record: Record) -> Result<(), AgentError> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
+        };
+        if inner.sync_attempts {
+            return self.record(record, Stage::Before).await;
         }
+        let appended = {
+            let mut writer = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            writer.append(&record).map(|_| ())
+        };
+        inner.settle(appended, Stage::Before)
     }
 
     /// The last `seq` and the hex hash of the last line, to log as an anchor.

@@ -12,6 +12,7 @@ fn config(dir: &Path, max_bytes: Option<u64>) -> AuditConfig {
     AuditConfig {
         path: dir.join("logs").join("audit.log"),
         fail_closed: true,
+        sync_attempts: false,
         max_bytes,
     }
 }
@@ -203,4 +204,85 @@ fn records_are_written_while_the_blocking_pool_is_busy() {
         .push_file(&std::fs::read(&config.path).unwrap())
         .expect("one chain");
     assert_eq!(verifier.records(), 100);
+}
+
+/// An `attempt` is appended by the request itself, in chain order, without a flush of its own;
+/// the outcome's flush makes both durable. With `sync_attempts` the attempt is flushed too.
+#[test]
+fn an_attempt_is_appended_in_order_and_made_durable_by_its_outcome() {
+    for sync_attempts in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuditConfig {
+            sync_attempts,
+            ..config(dir.path(), None)
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let auditor = Auditor::open(&config).expect("open");
+        let shared = auditor.inner.clone().expect("enabled");
+        runtime.block_on(async {
+            let attempt = Record {
+                result: "attempt",
+                ..record(1)
+            };
+            auditor.record_attempt(attempt).await.expect("attempt");
+            // In the file (the kernel has it) before any backend would be called...
+            let text = std::fs::read_to_string(&config.path).unwrap();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(text.contains("\"result\":\"attempt\""), "{text}");
+            // ...and durable only when asked for.
+            let durable = *shared.durable.lock().unwrap();
+            assert_eq!(
+                durable,
+                u64::from(sync_attempts),
+                "sync_attempts = {sync_attempts}"
+            );
+            auditor
+                .record(record(1), Stage::After)
+                .await
+                .expect("outcome");
+            assert_eq!(
+                *shared.durable.lock().unwrap(),
+                2,
+                "the outcome's flush covers both"
+            );
+            // Concurrent requests keep one chain.
+            let mut requests = tokio::task::JoinSet::new();
+            for n in 2..61 {
+                let auditor = auditor.clone();
+                requests.spawn(async move {
+                    let attempt = Record {
+                        result: "attempt",
+                        ..record(n)
+                    };
+                    auditor.record_attempt(attempt).await?;
+                    auditor.record(record(n), Stage::After).await
+                });
+            }
+            while let Some(done) = requests.join_next().await {
+                done.expect("task").expect("written");
+            }
+        });
+        assert_eq!(*shared.durable.lock().unwrap(), 120, "every record flushed");
+        let mut verifier = ChainVerifier::new();
+        verifier
+            .push_file(&std::fs::read(&config.path).unwrap())
+            .expect("one chain");
+        assert_eq!(verifier.records(), 120);
+    }
+}
+
+#[test]
+fn sync_attempts_is_a_setting() {
+    let parse = |text: &str| AuditConfig::parse(text.parse().unwrap(), None);
+    assert!(!parse("path = \"/a/log\"").unwrap().sync_attempts);
+    assert!(
+        parse("path = \"/a/log\"\nsync_attempts = true")
+            .unwrap()
+            .sync_attempts
+    );
+    assert!(parse("path = \"/a/log\"\nsync_attempts = 1").is_err());
 }
