@@ -1,7 +1,8 @@
 //! The keys the ssh-agent socket offers: the configured ids, in order, each as an OpenSSH
 //! public key (`KeyData`, built from the key's SubjectPublicKeyInfo) with its id as the comment.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use keyward_plugin_api::KeySpec;
 use openssl::pkey::{Id, PKey};
@@ -98,9 +99,38 @@ pub async fn offered(registry: &Registry, ids: &[String]) -> Vec<Offered> {
 
 async fn offer(registry: &Registry, id: &str) -> Result<Offered, AgentError> {
     let key = registry.resolve(id).await?;
-    let ssh = key_data(key.spec(), &key.description.public_key_der)
+    let ssh = cached_key_data(key.spec(), &key.description.public_key_der)
         .map_err(|e| AgentError::Internal(format!("key {id:?}: {e}")))?;
     Ok(Offered { key, ssh })
+}
+
+/// Most OpenSSH forms kept; past it the cache starts again (keys rotated many times).
+const MAX_FORMS: usize = 1024;
+
+/// OpenSSH forms already built, by SubjectPublicKeyInfo (with the key type they were built
+/// for). Every identities or sign request walks the offered keys, and parsing a public key
+/// with OpenSSL costs more than the rest of that walk; a rotated key has a new SPKI, so an
+/// entry never goes stale.
+static FORMS: LazyLock<Mutex<HashMap<Vec<u8>, (KeySpec, KeyData)>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// [`key_data`], built once per public key.
+fn cached_key_data(spec: KeySpec, spki_der: &[u8]) -> Result<KeyData, String> {
+    if let Some((cached_spec, data)) = FORMS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(spki_der)
+        && *cached_spec == spec
+    {
+        return Ok(data.clone());
+    }
+    let data = key_data(spec, spki_der)?;
+    let mut forms = FORMS.lock().unwrap_or_else(|p| p.into_inner());
+    if forms.len() >= MAX_FORMS {
+        forms.clear();
+    }
+    forms.insert(spki_der.to_vec(), (spec, data.clone()));
+    Ok(data)
 }
 
 /// The identities answer: each key with its id as the comment.
@@ -124,6 +154,21 @@ mod tests {
             .unwrap()
             .public_key_to_der()
             .unwrap()
+    }
+
+    #[test]
+    fn a_cached_form_is_the_form_and_a_spec_mismatch_is_still_refused() {
+        let key = openssl::ec::EcKey::generate(
+            &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1).unwrap(),
+        )
+        .unwrap();
+        let der = PKey::from_ec_key(key).unwrap().public_key_to_der().unwrap();
+        let fresh = key_data(KeySpec::EcP256, &der).unwrap();
+        assert_eq!(cached_key_data(KeySpec::EcP256, &der).unwrap(), fresh);
+        assert_eq!(cached_key_data(KeySpec::EcP256, &der).unwrap(), fresh);
+        // The cache never answers for another key type.
+        assert!(cached_key_data(KeySpec::EcP384, &der).is_err());
+        assert!(cached_key_data(KeySpec::Ed25519, &der).is_err());
     }
 
     #[test]
