@@ -111,8 +111,10 @@ const MAX_FORMS: usize = 1024;
 /// for). Every identities or sign request walks the offered keys, and parsing a public key
 /// with OpenSSL costs more than the rest of that walk; a rotated key has a new SPKI, so an
 /// entry never goes stale.
-static FORMS: LazyLock<Mutex<HashMap<Vec<u8>, (KeySpec, KeyData)>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
+static FORMS: LazyLock<Mutex<Forms>> = LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// SubjectPublicKeyInfo (DER) -> the key type and OpenSSH form built for it.
+type Forms = HashMap<Vec<u8>, (KeySpec, KeyData)>;
 
 /// [`key_data`], built once per public key.
 fn cached_key_data(spec: KeySpec, spki_der: &[u8]) -> Result<KeyData, String> {
