@@ -156,6 +156,8 @@ fn the_package_installs_and_its_socket_activated_keywardd_signs_with_the_docs_pk
         "/usr/bin/keyward",
         "/usr/bin/notation-keyward",
         "/usr/libexec/keyward/keyward-plugin-pkcs11",
+        // The PKCS#11 module for tools that speak only PKCS#11 (docs/pkcs11-module.md).
+        "/usr/lib/keyward/libkeyward_pkcs11.so",
         "/usr/lib/systemd/system/keywardd.service",
         "/usr/lib/systemd/system/keywardd.socket",
         "/usr/lib/systemd/user/keywardd.socket",
