@@ -103,21 +103,7 @@ fn the_first_connection_starts_keywardd_which_serves_both_sockets_signs_and_noti
         public.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", stderr_text(&output));
-    let output = openssl([
-        "dgst",
-        "-sha256",
-        "-verify",
-        public.to_str().unwrap(),
-        "-signature",
-        signature.to_str().unwrap(),
-        message.to_str().unwrap(),
-    ]);
-    assert!(
-        output.status.success(),
-        "openssl: {}{}",
-        stdout_text(&output),
-        stderr_text(&output)
-    );
+    common::assert_openssl_verifies(&public, &message, &signature);
 
     // keywardd set its mode on the inherited sockets (systemd-socket-activate made them with
     // the umask's 0755).

@@ -60,6 +60,26 @@ pub fn ok(mut command: Command, what: &str) -> Output {
     output
 }
 
+/// Checks `signature` (DER ECDSA or RSA over SHA-256) of `message` with `openssl dgst
+/// -verify` and the PEM public key `public`: the independent verifier of every ops test.
+pub fn assert_openssl_verifies(public: &Path, message: &Path, signature: &Path) {
+    let output = keyward_tests::openssl([
+        "dgst",
+        "-sha256",
+        "-verify",
+        public.to_str().unwrap(),
+        "-signature",
+        signature.to_str().unwrap(),
+        message.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "openssl: {}{}",
+        stdout_text(&output),
+        stderr_text(&output)
+    );
+}
+
 /// The `[[backend]]`/`[[key]]` part of examples/config/pkcs11-softhsm.toml, as the docs give
 /// it (token `keyward`, key `release`, PIN from `HSM_PIN`), and a SoftHSM with that token and
 /// key (EC P-256, label `release`, id 01).

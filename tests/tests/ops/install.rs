@@ -7,7 +7,7 @@
 use std::process::Command;
 
 use keyward_tests::softhsm;
-use keyward_tests::{openssl, stderr_text, stdout_text};
+use keyward_tests::{stderr_text, stdout_text};
 
 use crate::common::{self, have};
 
@@ -118,16 +118,7 @@ async fn an_installed_keywardd_finds_its_plugins_in_the_prefix_and_signs_with_so
         c.arg("--socket").arg(daemon.socket()).args(&args);
         common::ok(c, &format!("installed keyward {args:?}"));
     }
-    let output = openssl([
-        "dgst",
-        "-sha256",
-        "-verify",
-        public.to_str().unwrap(),
-        "-signature",
-        signature.to_str().unwrap(),
-        message.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "openssl: {}", stderr_text(&output));
+    common::assert_openssl_verifies(&public, &message, &signature);
 
     // Without the plugin, --check-config names the binary to install.
     std::fs::remove_file(prefix.join("libexec/keyward/keyward-plugin-pkcs11")).unwrap();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use keyward_tests::softhsm;
-use keyward_tests::{openssl, peers, stderr_text, stdout_text, toml_string};
+use keyward_tests::{peers, stderr_text, stdout_text, toml_string};
 use rustix::process::Signal;
 
 use crate::common::{self, Activated, have};
@@ -300,16 +300,7 @@ fn the_package_installs_and_its_socket_activated_keywardd_signs_with_the_docs_pk
             stderr_text(&output)
         );
     }
-    let output = openssl([
-        "dgst",
-        "-sha256",
-        "-verify",
-        public.to_str().unwrap(),
-        "-signature",
-        signature.to_str().unwrap(),
-        message.to_str().unwrap(),
-    ]);
-    assert!(output.status.success(), "openssl: {}", stderr_text(&output));
+    common::assert_openssl_verifies(&public, &message, &signature);
 
     let metrics = scrape(port);
     assert!(
