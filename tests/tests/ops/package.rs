@@ -122,9 +122,12 @@ fn the_package_installs_and_its_socket_activated_keywardd_signs_with_the_docs_pk
     ] {
         let deb = debs.join(format!("{name}_0.1.0-1_amd64.deb"));
         let info = dpkg_deb(&["-f", deb.to_str().unwrap(), "Depends"]);
+        // Exactly the keyward package of the same build (daemon/Cargo.toml spells the version
+        // out; this catches it drifting from the crate's).
+        let exact = format!("keyward (= {}-1)", env!("CARGO_PKG_VERSION"));
         assert!(
-            info.split(",").any(|d| d.trim() == "keyward"),
-            "{name}: Depends: {info}"
+            info.split(",").any(|d| d.trim() == exact),
+            "{name}: Depends lacks {exact}: {info}"
         );
         for need in needs {
             assert!(info.contains(need), "{name}: Depends lacks {need}: {info}");
