@@ -60,6 +60,35 @@ pub fn ok(mut command: Command, what: &str) -> Output {
     output
 }
 
+/// Signs `text` with `key` through the agent on `socket` using the `keyward` at `cli`, fetches
+/// the key's public key the same way (files in `dir`), and checks the signature with openssl.
+pub fn sign_and_verify(cli: &Path, socket: &Path, dir: &Path, key: &str, text: &[u8]) {
+    let message = dir.join("message.txt");
+    std::fs::write(&message, text).unwrap();
+    let signature = dir.join("message.sig");
+    let public = dir.join(format!("{key}.pem"));
+    for args in [
+        ["sign", "--key", key, "--input", message.to_str().unwrap()].as_slice(),
+        &["pubkey", "--key", key],
+    ] {
+        let output = if args[0] == "sign" {
+            &signature
+        } else {
+            &public
+        };
+        let mut command = Command::new(cli);
+        command
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .arg("--output")
+            .arg(output)
+            .env_remove("KEYWARD_SOCK");
+        ok(command, &format!("{} {args:?}", cli.display()));
+    }
+    assert_openssl_verifies(&public, &message, &signature);
+}
+
 /// Checks `signature` (DER ECDSA or RSA over SHA-256) of `message` with `openssl dgst
 /// -verify` and the PEM public key `public`: the independent verifier of every ops test.
 pub fn assert_openssl_verifies(public: &Path, message: &Path, signature: &Path) {

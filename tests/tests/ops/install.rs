@@ -91,34 +91,8 @@ async fn an_installed_keywardd_finds_its_plugins_in_the_prefix_and_signs_with_so
     let builder = hsm.daemon(&example, softhsm::PIN).program(keywardd.clone());
     let daemon = builder.start().await;
     let config = daemon.config_path().to_path_buf();
-    let message = daemon.dir().join("message.txt");
-    std::fs::write(&message, b"installed").unwrap();
-    let signature = daemon.dir().join("message.sig");
-    let public = daemon.dir().join("release.pem");
     let cli = prefix.join("bin/keyward");
-    for args in [
-        vec![
-            "sign",
-            "--key",
-            "release",
-            "--input",
-            message.to_str().unwrap(),
-            "--output",
-            signature.to_str().unwrap(),
-        ],
-        vec![
-            "pubkey",
-            "--key",
-            "release",
-            "--output",
-            public.to_str().unwrap(),
-        ],
-    ] {
-        let mut c = Command::new(&cli);
-        c.arg("--socket").arg(daemon.socket()).args(&args);
-        common::ok(c, &format!("installed keyward {args:?}"));
-    }
-    common::assert_openssl_verifies(&public, &message, &signature);
+    common::sign_and_verify(&cli, daemon.socket(), daemon.dir(), "release", b"installed");
 
     // Without the plugin, --check-config names the binary to install.
     std::fs::remove_file(prefix.join("libexec/keyward/keyward-plugin-pkcs11")).unwrap();

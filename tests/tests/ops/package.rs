@@ -272,38 +272,13 @@ fn the_package_installs_and_its_socket_activated_keywardd_signs_with_the_docs_pk
     assert_eq!(hsm_backend["state"], "up", "{status:#}");
     assert_eq!(hsm_backend["in_process"], false, "{status:#}");
 
-    let message = dir.join("message.txt");
-    std::fs::write(&message, b"from the package").unwrap();
-    let signature = dir.join("message.sig");
-    let public = dir.join("release.pem");
-    for args in [
-        [
-            "sign",
-            "--key",
-            "release",
-            "--input",
-            message.to_str().unwrap(),
-            "--output",
-            signature.to_str().unwrap(),
-        ]
-        .as_slice(),
-        [
-            "pubkey",
-            "--key",
-            "release",
-            "--output",
-            public.to_str().unwrap(),
-        ]
-        .as_slice(),
-    ] {
-        let output = installed_cli(&socket, args);
-        assert!(
-            output.status.success(),
-            "keyward {args:?}: {}",
-            stderr_text(&output)
-        );
-    }
-    common::assert_openssl_verifies(&public, &message, &signature);
+    common::sign_and_verify(
+        Path::new("/usr/bin/keyward"),
+        &socket,
+        &dir,
+        "release",
+        b"from the package",
+    );
 
     let metrics = scrape(port);
     assert!(
