@@ -14,8 +14,15 @@
 //! - A header block (HEADERS plus its CONTINUATION frames) is held back until END_HEADERS and
 //!   decoded with an HPACK decoder that mirrors the client's encoder (`loona-hpack`), so the
 //!   dynamic table is tracked across every block of the connection.
-//! - A block whose `:authority` is valid is forwarded byte for byte: clients that send a valid
-//!   authority (grpc-go, grpc-js, tonic, grpcurl) cost one HPACK decode per request.
+//! - A block whose `:authority` is valid is forwarded byte for byte. The first block that
+//!   carries a valid `:authority` settles the connection: from then on blocks are forwarded
+//!   without being decoded (their frames are still followed, bounded and timed). A gRPC
+//!   channel sends one authority for its whole life (grpc-go, grpc-js, tonic and grpcurl a
+//!   valid one; grpc-core and grpc-java the socket path from their first request), so clients
+//!   that need no fix pay for one HPACK decode per connection, not per request: decoding every
+//!   block was a fifth of keywardd's CPU per signature (loona-hpack builds a Huffman table
+//!   per literal; docs/bench/flame-before.svg). A client that sends a valid authority first
+//!   and an invalid one later on the same connection gets h2's refusal for that request.
 //! - The first block that needs a rewrite is re-encoded, and so is every block after it on that
 //!   connection: the client's later blocks refer to dynamic-table entries (the bad authority
 //!   among them) that the server never saw. Re-encoded blocks use only "literal without
@@ -111,6 +118,9 @@ pub struct AuthorityRewriter {
     decoder: Decoder<'static>,
     /// Every block is re-encoded from the first rewrite on.
     rewriting: bool,
+    /// A block carried a valid `:authority` before any rewrite: blocks are forwarded
+    /// undecoded from then on.
+    settled: bool,
     /// The re-encoded block.
     encoded: Vec<u8>,
     rewritten_blocks: u64,
@@ -121,6 +131,7 @@ impl std::fmt::Debug for AuthorityRewriter {
         f.debug_struct("AuthorityRewriter")
             .field("state", &self.state)
             .field("rewriting", &self.rewriting)
+            .field("settled", &self.settled)
             .field("rewritten_blocks", &self.rewritten_blocks)
             .finish_non_exhaustive()
     }
@@ -145,6 +156,7 @@ impl AuthorityRewriter {
             spare: Block::default(),
             decoder,
             rewriting: false,
+            settled: false,
             encoded: Vec::new(),
             rewritten_blocks: 0,
         }
@@ -326,7 +338,9 @@ impl AuthorityRewriter {
             }
             payload = &payload[..payload.len() - pad];
         }
-        block.fragment.extend_from_slice(payload);
+        if !self.settled {
+            block.fragment.extend_from_slice(payload);
+        }
         if flags & FLAG_END_HEADERS != 0 {
             self.end_block(out)?;
         }
@@ -338,13 +352,23 @@ impl AuthorityRewriter {
         let Some(block) = self.block.take() else {
             return Ok(());
         };
+        if self.settled {
+            out.extend_from_slice(&block.raw);
+            self.spare = block;
+            return Ok(());
+        }
         let encoded = &mut self.encoded;
         encoded.clear();
-        let (mut bad_authority, mut list_size) = (false, 0usize);
+        let (mut bad_authority, mut good_authority, mut list_size) = (false, false, 0usize);
         let decoded = self.decoder.decode_with_cb(&block.fragment, |name, value| {
-            let value = if name.as_ref() == b":authority" && !valid_authority(&value) {
-                bad_authority = true;
-                Cow::Borrowed(REPLACEMENT_AUTHORITY.as_bytes())
+            let value = if name.as_ref() == b":authority" {
+                if valid_authority(&value) {
+                    good_authority = true;
+                    value
+                } else {
+                    bad_authority = true;
+                    Cow::Borrowed(REPLACEMENT_AUTHORITY.as_bytes())
+                }
             } else {
                 value
             };
@@ -367,6 +391,7 @@ impl AuthorityRewriter {
             self.rewritten_blocks += 1;
             write_frames(out, &block, &self.encoded);
         } else {
+            self.settled = good_authority;
             out.extend_from_slice(&block.raw);
         }
         self.spare = block;

@@ -428,19 +428,75 @@ fn something_that_is_not_http2_passes_untouched() {
 
 #[test]
 fn a_dynamic_table_size_update_is_followed() {
-    // The client shrinks its table to 0 (evicting everything) and sends literals again.
+    // While rewriting, the client shrinks its table to 0 (evicting everything, the bad
+    // authority among it), back to 4096, and sends literals again, now with a valid authority.
     let mut second = vec![0x20]; // size update to 0
-    second.extend(first_request("%2Fs.sock"));
+    encode_integer_into(HEADER_TABLE_SIZE, 5, 0x20, &mut second).unwrap();
+    second.extend(first_request("keyward.invalid"));
+    let input = [
+        preface(),
+        frame(TYPE_HEADERS, END_HEADERS, 1, &first_request("%2Fs.sock")),
+        frame(TYPE_HEADERS, END_HEADERS, 3, &second),
+        frame(TYPE_HEADERS, END_HEADERS, 5, &later_request()),
+    ]
+    .concat();
+    let mut rewriter = AuthorityRewriter::new();
+    let out = run(&mut rewriter, &input, 8).unwrap();
+    let blocks = server_view(&out);
+    assert_eq!(authority(&blocks[0]), "localhost");
+    // Indexes 62.. now refer to the entries after the update: a stale table would give
+    // "localhost" or fail to decode.
+    assert_eq!(authority(&blocks[1]), "keyward.invalid");
+    assert_eq!(authority(&blocks[2]), "keyward.invalid");
+    assert_eq!(rewriter.rewritten_blocks(), 3);
+}
+
+#[test]
+fn a_connection_whose_first_authority_is_valid_is_not_decoded_again() {
+    // After a valid authority, later blocks pass byte for byte without an HPACK decode: even
+    // one that refers to a dynamic-table entry that does not exist (the server refuses it).
     let input = [
         preface(),
         frame(TYPE_HEADERS, END_HEADERS, 1, &first_request("localhost")),
-        frame(TYPE_HEADERS, END_HEADERS, 3, &second),
+        frame(TYPE_HEADERS, END_HEADERS, 3, &indexed(99)),
+        frame(TYPE_HEADERS, END_HEADERS, 5, &first_request("%2Fs.sock")),
     ]
     .concat();
-    let out = run(&mut AuthorityRewriter::new(), &input, 8).unwrap();
-    let blocks = server_view(&out);
-    assert_eq!(authority(&blocks[0]), "localhost");
-    assert_eq!(authority(&blocks[1]), "localhost");
+    let mut rewriter = AuthorityRewriter::new();
+    assert_eq!(run(&mut rewriter, &input, 7).unwrap(), input);
+    assert!(!rewriter.is_opaque(), "frames are still followed");
+    assert_eq!(rewriter.rewritten_blocks(), 0);
+    // A block without `:authority` settles nothing: the next one is still checked.
+    let no_authority = [indexed(3), indexed(6)].concat();
+    let input = [
+        preface(),
+        frame(TYPE_HEADERS, END_HEADERS, 1, &no_authority),
+        frame(TYPE_HEADERS, END_HEADERS, 3, &first_request("%2Fs.sock")),
+    ]
+    .concat();
+    let out = run(&mut AuthorityRewriter::new(), &input, 5).unwrap();
+    assert_eq!(authority(&server_view(&out)[1]), "localhost");
+}
+
+#[test]
+fn a_settled_connection_still_bounds_and_times_its_header_blocks() {
+    let mut rewriter = AuthorityRewriter::new();
+    let mut out = Vec::new();
+    let first = [
+        preface(),
+        frame(TYPE_HEADERS, END_HEADERS, 1, &first_request("localhost")),
+    ]
+    .concat();
+    rewriter.feed(&first, &mut out).unwrap();
+    assert!(!rewriter.awaiting_headers());
+    // A block in progress is what `header_timeout` bounds.
+    rewriter
+        .feed(&frame(TYPE_HEADERS, 0, 3, &later_request()), &mut out)
+        .unwrap();
+    assert!(rewriter.awaiting_headers());
+    let flood = frame(TYPE_CONTINUATION, 0, 3, &[0; 16_000]);
+    let result = (0..5).try_for_each(|_| rewriter.feed(&flood, &mut out));
+    assert_eq!(result, Err(RewriteError::BlockTooLarge));
 }
 
 #[test]
