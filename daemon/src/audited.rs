@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use crate::audit::{Auditor, CallerRecord, Record, Stage};
+use crate::audit::{Auditor, CallerRecord, Outstanding, Record, Stage};
 use crate::auth::Caller;
 use crate::error::{AgentError, to_status};
 use crate::metrics;
@@ -21,6 +21,8 @@ pub struct Audited<'a> {
     auditor: &'a Auditor,
     /// The record the request builds up (key, backend, algorithm, digest, purpose, ...).
     pub record: Record,
+    /// Released just before the outcome is recorded.
+    outstanding: Outstanding,
 }
 
 /// The result word of a refusal: `denied` for permission and rate refusals, `error` for the
@@ -43,7 +45,11 @@ impl<'a> Audited<'a> {
             // Reads /proc/<pid>/exe: only when a record will be written.
             record.caller = CallerRecord::inspect(caller);
         }
-        Audited { auditor, record }
+        Audited {
+            auditor,
+            record,
+            outstanding: auditor.begin(),
+        }
     }
 
     /// Whether records are written at all (to skip work that only feeds them).
@@ -57,6 +63,7 @@ impl<'a> Audited<'a> {
         let result = refusal_result(&error);
         self.count_failure(result, &error);
         let record = self.record.outcome(result, Some(error.to_string()));
+        self.outstanding.release();
         let _ = self.auditor.record(record, Stage::Before).await;
         error
     }
@@ -95,10 +102,14 @@ impl<'a> Audited<'a> {
             .record_attempt(self.record.outcome("attempt", None))
             .await
         {
+            self.outstanding.release();
             self.count_failure("error", &e);
             return Err(e);
         }
-        match work.await {
+        let result = work.await;
+        // The outcome is about to be queued: the log's writer stops waiting for it.
+        self.outstanding.release();
+        match result {
             Ok(done) => {
                 on_ok(&done, &mut self.record);
                 if let Err(e) = self

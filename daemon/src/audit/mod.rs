@@ -35,6 +35,14 @@
 //! `attempt` (without `sync_attempts`) is appended by the request itself, under the same lock
 //! that orders the chain: a small write(2) to the page cache, no hand-off, no flush.
 //!
+//! Before a flush, the writer thread waits for outcomes that are on their way: while other
+//! requests are in flight (begun, [`Auditor::begin`], and not yet at their outcome record),
+//! it waits for their records, at most as long as the last `fdatasync` took (so a record waits
+//! at most about twice its flush), then flushes all it has at once. A lone request never waits
+//! (nothing else is in flight); under load, several requests share one flush instead of each
+//! paying its own (`fdatasync` was a fifth of keywardd's CPU with 16 clients signing, one
+//! flush per request; BENCHMARKS.md has the A/B).
+//!
 //! Rotation renames the file to `<path>.<n>` (n = 1, 2, ...: higher is newer) and starts a new
 //! one whose first `prev` is the hash of the old file's last line, so the files verify in order
 //! with `keyward audit verify <path>.1 <path>.2 ... <path>` (the verifier is
@@ -43,7 +51,9 @@
 mod file;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -262,6 +272,8 @@ struct Job {
 
 /// Most records the writer thread appends before one `fdatasync`.
 const MAX_BATCH: usize = 1024;
+/// The longest the writer thread waits for outcomes on their way, whatever a flush takes.
+const MAX_COMMIT_DELAY: Duration = Duration::from_millis(1);
 
 #[derive(Debug)]
 struct Shared {
@@ -270,6 +282,41 @@ struct Shared {
     writer: Mutex<Writer>,
     /// The highest `seq` known to be on disk; held while an `fdatasync` runs.
     durable: Mutex<u64>,
+    /// Requests whose `attempt` is appended (not flushed) and whose outcome is not queued yet.
+    outstanding: AtomicUsize,
+    /// How long the last `fdatasync` took, in nanoseconds: the writer's longest wait.
+    last_sync_nanos: AtomicU64,
+    /// `fdatasync` calls made.
+    flushes: AtomicU64,
+    /// The cap on the writer's wait ([`MAX_COMMIT_DELAY`]; tests raise it).
+    max_commit_delay: Duration,
+}
+
+/// A request on its way to an outcome record: the writer thread waits a little for the
+/// outcomes of requests in flight before a flush. Released (by the request just before it
+/// records its outcome, or when it is dropped with a cancelled request), it is no longer
+/// waited for.
+#[derive(Debug)]
+pub struct Outstanding {
+    shared: Option<Arc<Shared>>,
+    live: std::sync::atomic::AtomicBool,
+}
+
+impl Outstanding {
+    /// The request's outcome is about to be queued (or will never be).
+    pub fn release(&self) {
+        if let Some(shared) = &self.shared
+            && self.live.swap(false, Ordering::AcqRel)
+        {
+            shared.outstanding.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+impl Drop for Outstanding {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 impl Shared {
@@ -350,10 +397,20 @@ impl Shared {
             let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
             (writer.file.clone(), writer.seq, writer.config.path.clone())
         };
-        file.sync_data()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let started = Instant::now();
+        let synced = file.sync_data();
+        let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_sync_nanos.store(took, Ordering::Relaxed);
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        synced.map_err(|e| format!("{}: {e}", path.display()))?;
         *durable = upto;
         Ok(())
+    }
+
+    /// How long the writer waits for outcomes on their way: as long as the last flush took.
+    fn commit_delay(&self) -> Duration {
+        Duration::from_nanos(self.last_sync_nanos.load(Ordering::Relaxed))
+            .min(self.max_commit_delay)
     }
 }
 
@@ -369,6 +426,10 @@ impl Auditor {
             sync_attempts: config.sync_attempts,
             writer: Mutex::new(writer),
             durable: Mutex::new(durable),
+            outstanding: AtomicUsize::new(0),
+            last_sync_nanos: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            max_commit_delay: MAX_COMMIT_DELAY,
         });
         // The log has a thread of its own, not tokio's blocking pool: whatever else occupies
         // that pool (a slow backend, a big executable being hashed), records keep being written.
@@ -411,6 +472,19 @@ impl Auditor {
         inner.settle(written, stage)
     }
 
+    /// A request begins: until the [`Outstanding`] is released or dropped, the writer thread
+    /// may wait a little for its outcome before a flush.
+    pub fn begin(&self) -> Outstanding {
+        let shared = self.inner.clone();
+        if let Some(shared) = &shared {
+            shared.outstanding.fetch_add(1, Ordering::Release);
+        }
+        Outstanding {
+            live: std::sync::atomic::AtomicBool::new(shared.is_some()),
+            shared,
+        }
+    }
+
     /// Writes a request's `attempt` record before its backend is called. Without
     /// `sync_attempts` it is appended here, not flushed: the outcome's record, written with
     /// [`Auditor::record`], makes both durable before the reply leaves. A failed append is
@@ -437,17 +511,34 @@ impl Auditor {
     }
 }
 
+/// Moves what is queued into `batch` (up to [`MAX_BATCH`]) without waiting.
+fn drain(jobs: &mpsc::Receiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
 /// The writer thread: takes every record queued, appends them, flushes once, answers each.
 fn write_jobs(shared: &Shared, jobs: &mpsc::Receiver<Job>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
+        drain(jobs, &mut batch);
+        // Outcomes on their way join this flush if they come within the delay.
+        let deadline = Instant::now() + shared.commit_delay();
+        while batch.len() < MAX_BATCH && shared.outstanding.load(Ordering::Acquire) > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match jobs.recv_timeout(left) {
+                Ok(job) => {
+                    batch.push(job);
+                    drain(jobs, &mut batch);
+                }
                 Err(_) => break,
             }
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let results = shared.write_batch(batch.iter().map(|job| &job.record));
         // Each record of the batch waited for the whole batch's append and flush.
         let took = started.elapsed();

@@ -37,7 +37,7 @@ fn write(config: &AuditConfig, records: std::ops::Range<usize>) {
 #[test]
 fn times_are_rfc3339_utc() {
     let at = |secs: u64, millis: u64| {
-        rfc3339(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(secs * 1000 + millis))
+        rfc3339(SystemTime::UNIX_EPOCH + Duration::from_millis(secs * 1000 + millis))
     };
     assert_eq!(at(0, 0), "1970-01-01T00:00:00.000Z");
     assert_eq!(at(951_782_400, 5), "2000-02-29T00:00:00.005Z");
@@ -188,7 +188,7 @@ fn records_are_written_while_the_blocking_pool_is_busy() {
             let auditor = auditor.clone();
             writes.spawn(async move { auditor.record(record(n), Stage::Before).await });
         }
-        let written = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        let written = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(done) = writes.join_next().await {
                 done.expect("task").expect("written");
             }
@@ -273,6 +273,128 @@ fn an_attempt_is_appended_in_order_and_made_durable_by_its_outcome() {
             .expect("one chain");
         assert_eq!(verifier.records(), 120);
     }
+}
+
+/// An auditor whose writer waits up to `delay` for outcomes on their way (as if its last
+/// flush had taken that long).
+fn auditor_with_commit_delay(config: &AuditConfig, delay: Duration) -> (Auditor, Arc<Shared>) {
+    let writer = Writer::open(config.clone()).expect("open");
+    let durable = writer.seq;
+    let shared = Arc::new(Shared {
+        fail_closed: config.fail_closed,
+        sync_attempts: config.sync_attempts,
+        writer: Mutex::new(writer),
+        durable: Mutex::new(durable),
+        outstanding: AtomicUsize::new(0),
+        last_sync_nanos: AtomicU64::new(u64::try_from(delay.as_nanos()).unwrap()),
+        flushes: AtomicU64::new(0),
+        max_commit_delay: delay,
+    });
+    let (queue, jobs) = mpsc::channel();
+    let writing = shared.clone();
+    std::thread::spawn(move || write_jobs(&writing, &jobs));
+    let auditor = Auditor {
+        inner: Some(shared.clone()),
+        queue: Some(queue),
+    };
+    (auditor, shared)
+}
+
+/// The writer waits for outcomes on their way and flushes them together; a lone request does
+/// not wait; a cancelled request is not waited for.
+#[test]
+fn outcomes_on_their_way_share_one_flush_and_a_lone_request_does_not_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), None);
+    let (auditor, shared) = auditor_with_commit_delay(&config, Duration::from_secs(30));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let attempt = |n| Record {
+            result: "attempt",
+            ..record(n)
+        };
+        // A lone request: nothing else outstanding, so its flush starts at once (a wait would
+        // take the 30 s delay).
+        let lone = auditor.begin();
+        auditor.record_attempt(attempt(1)).await.unwrap();
+        lone.release();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            auditor.record(record(1), Stage::After),
+        )
+        .await
+        .expect("a lone outcome is flushed without waiting")
+        .unwrap();
+        assert_eq!(shared.flushes.load(Ordering::Relaxed), 1);
+        // As if that flush had been slow: the writer's next wait may be as long.
+        shared
+            .last_sync_nanos
+            .store(30_000_000_000, Ordering::Relaxed);
+
+        // Two requests in flight: the first outcome waits for the second, one flush for both.
+        let (a, b) = (auditor.begin(), auditor.begin());
+        auditor.record_attempt(attempt(2)).await.unwrap();
+        auditor.record_attempt(attempt(3)).await.unwrap();
+        assert_eq!(shared.outstanding.load(Ordering::Relaxed), 2);
+        let first = {
+            let auditor = auditor.clone();
+            tokio::spawn(async move {
+                a.release();
+                auditor.record(record(2), Stage::After).await
+            })
+        };
+        // Wait (with a deadline) until the writer holds the first outcome.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while shared.outstanding.load(Ordering::Relaxed) != 1 {
+            assert!(Instant::now() < deadline, "the first outcome never came");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !first.is_finished(),
+            "the first outcome did not wait for the second"
+        );
+        b.release();
+        auditor.record(record(3), Stage::After).await.unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(
+            shared.flushes.load(Ordering::Relaxed),
+            2,
+            "one flush for both"
+        );
+        assert_eq!(*shared.durable.lock().unwrap(), 6);
+
+        // A request cancelled between its attempt and its outcome is not waited for.
+        shared
+            .last_sync_nanos
+            .store(30_000_000_000, Ordering::Relaxed);
+        let cancelled = auditor.begin();
+        auditor.record_attempt(attempt(4)).await.unwrap();
+        assert_eq!(shared.outstanding.load(Ordering::Relaxed), 1);
+        drop(cancelled);
+        assert_eq!(shared.outstanding.load(Ordering::Relaxed), 0);
+        let lone = auditor.begin();
+        auditor.record_attempt(attempt(5)).await.unwrap();
+        lone.release();
+        lone.release(); // twice counts once
+        assert_eq!(shared.outstanding.load(Ordering::Relaxed), 0);
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            auditor.record(record(5), Stage::After),
+        )
+        .await
+        .expect("nothing is waited for after a cancelled request")
+        .unwrap();
+    });
+    let mut verifier = ChainVerifier::new();
+    verifier
+        .push_file(&std::fs::read(&config.path).unwrap())
+        .expect("one chain");
+    assert_eq!(verifier.records(), 9);
 }
 
 #[test]
