@@ -418,6 +418,12 @@ impl Auditor {
     /// Opens (or creates, 0600) the log and finds where its chain ends, following rotated
     /// files when the current one is empty. An error says what to fix.
     pub fn open(config: &AuditConfig) -> Result<Auditor, String> {
+        Auditor::start(config, MAX_COMMIT_DELAY)
+    }
+
+    /// [`Auditor::open`] with the writer's wait for records in flight capped at
+    /// `max_commit_delay` (tests raise it).
+    fn start(config: &AuditConfig, max_commit_delay: Duration) -> Result<Auditor, String> {
         let writer = Writer::open(config.clone())?;
         tracing::info!(path = %config.path.display(), seq = writer.seq, fail_closed = config.fail_closed, "audit log open");
         let durable = writer.seq;
@@ -429,7 +435,7 @@ impl Auditor {
             outstanding: AtomicUsize::new(0),
             last_sync_nanos: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
-            max_commit_delay: MAX_COMMIT_DELAY,
+            max_commit_delay,
         });
         // The log has a thread of its own, not tokio's blocking pool: whatever else occupies
         // that pool (a slow backend, a big executable being hashed), records keep being written.

@@ -278,25 +278,11 @@ fn an_attempt_is_appended_in_order_and_made_durable_by_its_outcome() {
 /// An auditor whose writer waits up to `delay` for outcomes on their way (as if its last
 /// flush had taken that long).
 fn auditor_with_commit_delay(config: &AuditConfig, delay: Duration) -> (Auditor, Arc<Shared>) {
-    let writer = Writer::open(config.clone()).expect("open");
-    let durable = writer.seq;
-    let shared = Arc::new(Shared {
-        fail_closed: config.fail_closed,
-        sync_attempts: config.sync_attempts,
-        writer: Mutex::new(writer),
-        durable: Mutex::new(durable),
-        outstanding: AtomicUsize::new(0),
-        last_sync_nanos: AtomicU64::new(u64::try_from(delay.as_nanos()).unwrap()),
-        flushes: AtomicU64::new(0),
-        max_commit_delay: delay,
-    });
-    let (queue, jobs) = mpsc::channel();
-    let writing = shared.clone();
-    std::thread::spawn(move || write_jobs(&writing, &jobs));
-    let auditor = Auditor {
-        inner: Some(shared.clone()),
-        queue: Some(queue),
-    };
+    let auditor = Auditor::start(config, delay).expect("open");
+    let shared = auditor.inner.clone().expect("enabled");
+    shared
+        .last_sync_nanos
+        .store(u64::try_from(delay.as_nanos()).unwrap(), Ordering::Relaxed);
     (auditor, shared)
 }
 
