@@ -51,7 +51,7 @@
 mod file;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -282,11 +282,11 @@ struct Shared {
     writer: Mutex<Writer>,
     /// The highest `seq` known to be on disk; held while an `fdatasync` runs.
     durable: Mutex<u64>,
-    /// Requests whose `attempt` is appended (not flushed) and whose outcome is not queued yet.
+    /// Requests begun ([`Auditor::begin`]) whose outcome is not queued yet.
     outstanding: AtomicUsize,
     /// How long the last `fdatasync` took, in nanoseconds: the writer's longest wait.
     last_sync_nanos: AtomicU64,
-    /// `fdatasync` calls made.
+    /// `fdatasync` calls made (what the tests count).
     flushes: AtomicU64,
     /// The cap on the writer's wait ([`MAX_COMMIT_DELAY`]; tests raise it).
     max_commit_delay: Duration,
@@ -299,7 +299,8 @@ struct Shared {
 #[derive(Debug)]
 pub struct Outstanding {
     shared: Option<Arc<Shared>>,
-    live: std::sync::atomic::AtomicBool,
+    /// Still counted in `outstanding` (released at most once).
+    live: AtomicBool,
 }
 
 impl Outstanding {
@@ -486,7 +487,7 @@ impl Auditor {
             shared.outstanding.fetch_add(1, Ordering::Release);
         }
         Outstanding {
-            live: std::sync::atomic::AtomicBool::new(shared.is_some()),
+            live: AtomicBool::new(shared.is_some()),
             shared,
         }
     }
